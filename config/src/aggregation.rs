@@ -36,9 +36,15 @@ pub struct AggregationConfig {
     pub recent_events: RecentEventsConfig,
     /// Named per-minute (and optionally per-hour) windows: count, sum, min
     /// and max of `value` for one event type or for all events.
+    #[schemars(length(max = MAX_NAMED_AGGREGATES), extend("x-kubernetes-validations" = [
+        {"rule": "self.all(w, self.exists_one(x, x.name == w.name))", "message": "aggregation.windows: names must be unique"}
+    ]))]
     pub windows: Vec<WindowConfig>,
     /// Named Top-N leaderboards: members ranked by event count or by the sum
     /// of `value`, in hourly or daily buckets.
+    #[schemars(length(max = MAX_NAMED_AGGREGATES), extend("x-kubernetes-validations" = [
+        {"rule": "self.all(l, self.exists_one(x, x.name == l.name))", "message": "aggregation.leaderboards: names must be unique"}
+    ]))]
     pub leaderboards: Vec<LeaderboardConfig>,
 }
 
@@ -52,9 +58,11 @@ pub struct CounterConfig {
     pub per_event_type: bool,
     /// Event types that are acknowledged but not aggregated at all (counted
     /// in the `telemetry_ingest_dropped_total` metric). Exact match.
+    #[schemars(inner(length(min = 1, max = 128)))]
     pub drop_event_types: Vec<String>,
     /// Device ids that are acknowledged but not aggregated at all. Glob
     /// patterns: `*` any run of characters, `?` one character, `[abc]` a set.
+    #[schemars(inner(length(min = 1)))]
     pub drop_devices: Vec<String>,
 }
 
@@ -78,6 +86,7 @@ pub struct DedupConfig {
     /// Events without an `eventId` are never deduplicated.
     pub enabled: bool,
     /// How long an accepted `eventId` is remembered, in seconds (1..=2592000).
+    #[schemars(range(min = 1, max = DEDUP_TTL_MAX_SECONDS))]
     pub ttl_seconds: u32,
 }
 
@@ -96,6 +105,7 @@ impl Default for DedupConfig {
 pub struct RecentEventsConfig {
     /// How many of each device's latest events to keep (0 turns the feature
     /// off; at most 1000). Older ones are trimmed in the same flush.
+    #[schemars(range(max = RECENT_EVENTS_MAX))]
     pub per_device: u32,
     /// Seconds after a device's last event before its list expires
     /// (0 = never).
@@ -117,12 +127,17 @@ impl Default for RecentEventsConfig {
 pub struct WindowConfig {
     /// Name used in queries and Redis keys: lowercase letters, digits and
     /// '-', at most 63 characters, unique among windows.
+    #[schemars(length(min = 1, max = NAME_MAX_LEN), pattern(NAME_PATTERN))]
     pub name: String,
     /// Only events of this type are aggregated; absent means every event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
     pub event_type: Option<String>,
     /// What is kept per minute: `count`, and `sum`, `min`, `max` of `value`.
     #[serde(default = "default_window_aggregates")]
+    #[schemars(length(min = 1, max = 4), extend("x-kubernetes-validations" = [
+        {"rule": "self.all(a, self.exists_one(b, b == a))", "message": "aggregates must not repeat an entry"}
+    ]))]
     pub aggregates: Vec<WindowAggregate>,
     /// Also keep hourly buckets (queries over many hours stay cheap).
     #[serde(default)]
@@ -130,6 +145,7 @@ pub struct WindowConfig {
     /// How long each bucket is kept after its minute (or hour) ends, in
     /// seconds (60..=7776000).
     #[serde(default = "default_window_retention")]
+    #[schemars(range(min = 60, max = RETENTION_MAX_SECONDS))]
     pub retention_seconds: u32,
 }
 
@@ -158,12 +174,20 @@ pub enum WindowAggregate {
 /// One named Top-N leaderboard.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "(has(self.member) && self.member == 'attribute') == has(self.memberAttribute)",
+        "message": "memberAttribute is required when member is attribute, and only allowed then"
+    }
+]))]
 pub struct LeaderboardConfig {
     /// Name used in queries and Redis keys: lowercase letters, digits and
     /// '-', at most 63 characters, unique among leaderboards.
+    #[schemars(length(min = 1, max = NAME_MAX_LEN), pattern(NAME_PATTERN))]
     pub name: String,
     /// Only events of this type count; absent means every event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
     pub event_type: Option<String>,
     /// Who is ranked: `userId`, `deviceId`, or the value of the attribute
     /// named in `memberAttribute`. Events without a member are skipped.
@@ -172,6 +196,7 @@ pub struct LeaderboardConfig {
     /// The attribute whose value is the member; required when `member` is
     /// `attribute`, not allowed otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
     pub member_attribute: Option<String>,
     /// How members are scored: `count` of events or `sum` of `value`.
     #[serde(default)]
@@ -181,6 +206,7 @@ pub struct LeaderboardConfig {
     pub bucket: LeaderboardBucket,
     /// How long a bucket is kept after it ends, in seconds (60..=7776000).
     #[serde(default = "default_leaderboard_retention")]
+    #[schemars(range(min = 60, max = RETENTION_MAX_SECONDS))]
     pub retention_seconds: u32,
 }
 

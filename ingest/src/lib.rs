@@ -1,1 +1,48 @@
-//! placeholder
+//! telemetry-ingest: receives events over gRPC and HTTP, aggregates them into
+//! Redis, and acknowledges each event only once the write that holds it has
+//! succeeded. Also the query API over those aggregates, and `telemetryctl`.
+//!
+//! Data flow of one event:
+//!
+//! ```text
+//! grpc / http ──► intake (validate ► chunk) ──► queue (bounded, in events)
+//!                    ▲                              │
+//!                    │ ack / 4xx-5xx                ▼
+//!                    └──────────── flush (plan ► one Lua call per batch) ──► Redis
+//! ```
+//!
+//! - [`config`]: flags (each also a `TELEMETRY_*` env var) and defaults.
+//! - [`event`], [`validate`]: the event, its JSON form, and its rules (pure).
+//! - [`intake`]: per-call admission, chunking and the tally of an answer.
+//! - [`queue`]: the bounded queue; its depth is what the operator scales on.
+//! - [`aggregate`]: events + settings → the Redis operations of one flush (pure).
+//! - [`keys`]: the Redis key layout of a pipeline.
+//! - [`store`]: Redis connections and the atomic, idempotent flush script.
+//! - [`flush`]: the flusher task: batching, retries, answering handlers.
+//! - [`query`]: reads of counters, windows, leaderboards, recent events, stats.
+//! - [`grpc`], [`http`], [`openapi`]: the transports.
+//! - [`health`], [`metrics`], [`reload`]: readiness, Prometheus, config hot reload.
+//! - [`server`]: `run(args, listeners, shutdown)`, what `main` and tests call.
+//! - [`ctl`]: the `telemetryctl` client.
+
+pub mod aggregate;
+pub mod config;
+pub mod ctl;
+pub mod error;
+pub mod event;
+pub mod flush;
+pub mod grpc;
+pub mod health;
+pub mod http;
+pub mod intake;
+pub mod keys;
+pub mod metrics;
+pub mod openapi;
+pub mod query;
+pub mod queue;
+pub mod reload;
+pub mod server;
+pub mod store;
+pub mod validate;
+
+pub use error::{Error, Result};

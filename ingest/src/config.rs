@@ -1,0 +1,233 @@
+//! Command-line flags (each also an environment variable) and their defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, ValueEnum};
+
+use crate::validate::Limits;
+
+pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:50051";
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8000";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const DEFAULT_PIPELINE: &str = "default";
+pub const DEFAULT_QUEUE_CAPACITY: usize = 100_000;
+pub const DEFAULT_BATCH_SIZE: usize = 512;
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 2;
+pub const DEFAULT_FLUSH_CONCURRENCY: usize = 4;
+pub const DEFAULT_FLUSH_TIMEOUT_MS: u64 = 1_000;
+pub const DEFAULT_BACKPRESSURE_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 25;
+pub const DEFAULT_CONFIG_POLL_MS: u64 = 1_000;
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_FUTURE_SKEW_SECONDS: u64 = 300;
+pub const DEFAULT_MAX_PAST_AGE_SECONDS: u64 = 30 * 24 * 3600;
+pub const DEFAULT_MAX_ATTRIBUTES: usize = 32;
+pub const DEFAULT_MAX_GRPC_BATCH: usize = 10_000;
+pub const DEFAULT_MAX_HTTP_BATCH: usize = 1_000;
+
+/// `telemetry-ingest`: receives events over gRPC and HTTP, aggregates them
+/// into Redis, and acknowledges each one only once it is stored.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "telemetry-ingest", version, about)]
+pub struct IngestArgs {
+    /// gRPC listen address (TelemetryIngest, TelemetryQuery, health, reflection).
+    #[arg(long, env = "TELEMETRY_GRPC_LISTEN", default_value = DEFAULT_GRPC_LISTEN)]
+    pub grpc_listen: SocketAddr,
+
+    /// HTTP listen address (JSON API, /healthz, /readyz, /metrics).
+    #[arg(long, env = "TELEMETRY_HTTP_LISTEN", default_value = DEFAULT_HTTP_LISTEN)]
+    pub http_listen: SocketAddr,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    /// Pipeline name: every Redis key lives under `tp:{<pipeline>}:`.
+    #[arg(long, env = "TELEMETRY_PIPELINE", default_value = DEFAULT_PIPELINE,
+          value_parser = parse_pipeline)]
+    pub pipeline: String,
+
+    /// Aggregation settings (YAML); re-read when the file changes.
+    #[arg(long, env = "TELEMETRY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    /// Seconds allowed for draining the queue after SIGTERM.
+    #[arg(long, env = "TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)]
+    pub shutdown_timeout_seconds: u64,
+
+    /// How often the config file is checked for changes, in milliseconds.
+    #[arg(long, env = "TELEMETRY_CONFIG_POLL_MS", default_value_t = DEFAULT_CONFIG_POLL_MS)]
+    pub config_poll_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "TELEMETRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+
+    /// Tokio worker threads; 0 sizes the runtime to the cgroup CPU limit.
+    #[arg(long, env = "TELEMETRY_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+}
+
+/// Where Redis is.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL (`redis://[:password@]host:port[/db]`).
+    #[arg(long, env = "TELEMETRY_REDIS_URL", default_value = DEFAULT_REDIS_URL)]
+    pub redis_url: String,
+
+    /// Redis password; overrides one in the URL (keeps secrets out of args).
+    #[arg(long, env = "TELEMETRY_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+}
+
+/// The in-memory queue between handlers and the Redis flushers.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// Events accepted but not yet stored, at most (the backpressure bound).
+    #[arg(long, env = "TELEMETRY_QUEUE_CAPACITY", default_value_t = DEFAULT_QUEUE_CAPACITY)]
+    pub queue_capacity: usize,
+
+    /// Events per atomic Redis flush (one Lua call, ~1 ms of Redis time).
+    #[arg(long, env = "TELEMETRY_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
+    pub batch_size: usize,
+
+    /// Longest wait for a flush to fill up, in milliseconds.
+    #[arg(long, env = "TELEMETRY_FLUSH_INTERVAL_MS", default_value_t = DEFAULT_FLUSH_INTERVAL_MS)]
+    pub flush_interval_ms: u64,
+
+    /// Flushes in flight to Redis at once.
+    #[arg(long, env = "TELEMETRY_FLUSH_CONCURRENCY", default_value_t = DEFAULT_FLUSH_CONCURRENCY)]
+    pub flush_concurrency: usize,
+
+    /// How long one flush is retried before its events are failed
+    /// (UNAVAILABLE / 503), in milliseconds.
+    #[arg(long, env = "TELEMETRY_FLUSH_TIMEOUT_MS", default_value_t = DEFAULT_FLUSH_TIMEOUT_MS)]
+    pub flush_timeout_ms: u64,
+
+    /// How long a gRPC call waits for queue space before RESOURCE_EXHAUSTED
+    /// (HTTP answers 429 at once), in milliseconds.
+    #[arg(long, env = "TELEMETRY_BACKPRESSURE_TIMEOUT_MS", default_value_t = DEFAULT_BACKPRESSURE_TIMEOUT_MS)]
+    pub backpressure_timeout_ms: u64,
+}
+
+/// Validation limits.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Largest payload, in bytes.
+    #[arg(long, env = "TELEMETRY_MAX_PAYLOAD_BYTES", default_value_t = DEFAULT_MAX_PAYLOAD_BYTES)]
+    pub max_payload_bytes: usize,
+
+    /// How far in the future a timestamp may be, in seconds (clock skew).
+    #[arg(long, env = "TELEMETRY_MAX_FUTURE_SKEW_SECONDS", default_value_t = DEFAULT_MAX_FUTURE_SKEW_SECONDS)]
+    pub max_future_skew_seconds: u64,
+
+    /// How old a timestamp may be, in seconds.
+    #[arg(long, env = "TELEMETRY_MAX_PAST_AGE_SECONDS", default_value_t = DEFAULT_MAX_PAST_AGE_SECONDS)]
+    pub max_past_age_seconds: u64,
+
+    /// Most attributes per event.
+    #[arg(long, env = "TELEMETRY_MAX_ATTRIBUTES", default_value_t = DEFAULT_MAX_ATTRIBUTES)]
+    pub max_attributes: usize,
+
+    /// Most packets in one gRPC SendBatch / StreamBatches batch.
+    #[arg(long, env = "TELEMETRY_MAX_GRPC_BATCH", default_value_t = DEFAULT_MAX_GRPC_BATCH)]
+    pub max_grpc_batch: usize,
+
+    /// Most events in one HTTP batch.
+    #[arg(long, env = "TELEMETRY_MAX_HTTP_BATCH", default_value_t = DEFAULT_MAX_HTTP_BATCH)]
+    pub max_http_batch: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+impl IngestArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_payload_bytes: self.limits.max_payload_bytes,
+            max_future_skew_ms: self.limits.max_future_skew_seconds as i64 * 1000,
+            max_past_age_ms: self.limits.max_past_age_seconds as i64 * 1000,
+            max_attributes: self.limits.max_attributes,
+            ..Limits::default()
+        }
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_seconds)
+    }
+
+    /// Worker threads: the flag, else the cgroup CPU quota, else the cores.
+    pub fn runtime_threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cgroup_cpu_limit()
+            .map_or(cores, |limit| limit.min(cores))
+            .max(1)
+    }
+}
+
+impl QueueArgs {
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+    pub fn flush_timeout(&self) -> Duration {
+        Duration::from_millis(self.flush_timeout_ms)
+    }
+    pub fn backpressure_timeout(&self) -> Duration {
+        Duration::from_millis(self.backpressure_timeout_ms)
+    }
+}
+
+/// CPUs granted by cgroup v2 `cpu.max`, rounded up; None when unlimited.
+fn cgroup_cpu_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/sys/fs/cgroup/cpu.max").ok()?;
+    let mut parts = text.split_whitespace();
+    let quota: f64 = parts.next()?.parse().ok()?;
+    let period: f64 = parts.next()?.parse().ok()?;
+    Some((quota / period).ceil() as usize)
+}
+
+/// Pipeline names end up inside a Redis hash tag, so braces are refused.
+fn parse_pipeline(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 253 {
+        return Err("must be 1 to 253 characters".into());
+    }
+    if s.contains(['{', '}']) || s.chars().any(char::is_whitespace) {
+        return Err("must not contain '{', '}' or whitespace".into());
+    }
+    Ok(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_ports_and_url() {
+        let args = IngestArgs::try_parse_from(["telemetry-ingest"]).unwrap();
+        assert_eq!(args.grpc_listen.to_string(), DEFAULT_GRPC_LISTEN);
+        assert_eq!(args.http_listen.to_string(), DEFAULT_HTTP_LISTEN);
+        assert_eq!(args.redis.redis_url, DEFAULT_REDIS_URL);
+        assert_eq!(args.pipeline, "default");
+        assert_eq!(args.queue.queue_capacity, DEFAULT_QUEUE_CAPACITY);
+    }
+
+    #[test]
+    fn pipeline_with_brace_is_refused() {
+        let err =
+            IngestArgs::try_parse_from(["telemetry-ingest", "--pipeline", "a{b"]).unwrap_err();
+        assert!(err.to_string().contains("must not contain"), "{err}");
+    }
+}

@@ -1,0 +1,188 @@
+//! The flusher: takes chunks off the queue, plans one atomic Redis flush per
+//! group of chunks, applies it (retrying with the same flush id), and answers
+//! every chunk's handler.
+//!
+//! Batching is natural rather than timed: at most `flush_concurrency` flushes
+//! are in flight, and while they are, chunks pile up and the next flush takes
+//! them all (up to `batch_size` events). Under light load an event is flushed
+//! as soon as it arrives; under heavy load every flush is full.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::aggregate::{Plan, Settings, Slot};
+use crate::error::is_connection_error;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::queue::{Chunk, ChunkOutcome};
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// What the flusher needs.
+#[derive(Debug, Clone)]
+pub struct FlushOptions {
+    pub batch_size: usize,
+    pub linger: Duration,
+    pub concurrency: usize,
+    pub timeout: Duration,
+}
+
+/// Runs until the queue's senders are all gone and every chunk is answered.
+pub async fn run(
+    mut rx: mpsc::UnboundedReceiver<Chunk>,
+    store: Store,
+    settings: watch::Receiver<Arc<Settings>>,
+    health: Arc<Health>,
+    metrics: Metrics,
+    options: FlushOptions,
+) {
+    let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let tracker = TaskTracker::new();
+    loop {
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
+        let Some(first) = rx.recv().await else { break };
+        let mut size = first.events.len();
+        let mut chunks = vec![first];
+        let linger_until = tokio::time::Instant::now() + options.linger;
+        while size < options.batch_size {
+            let next = match rx.try_recv() {
+                Ok(chunk) => Some(chunk),
+                Err(_) if options.linger.is_zero() => None,
+                Err(_) => tokio::time::timeout_at(linger_until, rx.recv())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
+            let Some(chunk) = next else { break };
+            size += chunk.events.len();
+            chunks.push(chunk);
+        }
+        let unit = Unit {
+            store: store.clone(),
+            settings: settings.borrow().clone(),
+            health: health.clone(),
+            metrics: metrics.clone(),
+            timeout: options.timeout,
+        };
+        let span = tracing::debug_span!("flush", events = size, chunks = chunks.len());
+        tracker.spawn(
+            async move {
+                unit.flush(chunks).await;
+                drop(slot);
+            }
+            .instrument(span),
+        );
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// One flush and what it needs.
+struct Unit {
+    store: Store,
+    settings: Arc<Settings>,
+    health: Arc<Health>,
+    metrics: Metrics,
+    timeout: Duration,
+}
+
+impl Unit {
+    async fn flush(self, chunks: Vec<Chunk>) {
+        let started = Instant::now();
+        let plan = Plan::build(
+            chunks.iter().flat_map(|c| c.events.iter()),
+            &self.settings,
+            self.store.keys(),
+        );
+        let size: usize = chunks.iter().map(|c| c.events.len()).sum();
+        let result = if plan.is_empty() {
+            Ok(HashSet::new())
+        } else {
+            self.apply_with_retries(&plan).await
+        };
+        self.metrics
+            .flush_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.flush_batch_size.observe(size as f64);
+        match result {
+            Ok(duplicates) => {
+                let mut slots = plan.slots.iter();
+                let mut dropped = 0;
+                for chunk in chunks {
+                    let mut outcome = ChunkOutcome::default();
+                    for slot in slots.by_ref().take(chunk.events.len()) {
+                        match slot {
+                            Slot::Claimed(entry) if duplicates.contains(entry) => {
+                                outcome.duplicates += 1
+                            }
+                            Slot::Dropped => {
+                                dropped += 1;
+                                outcome.accepted += 1;
+                            }
+                            _ => outcome.accepted += 1,
+                        }
+                    }
+                    self.metrics.accepted.inc_by(outcome.accepted);
+                    self.metrics.duplicates.inc_by(outcome.duplicates);
+                    // The handler may have gone (client cancelled): the events
+                    // are stored all the same, nothing to undo.
+                    let _ = chunk.reply.send(Ok(outcome));
+                }
+                self.metrics.dropped.inc_by(dropped);
+            }
+            Err(err) => {
+                self.metrics.flush_failures.inc();
+                tracing::warn!(error = %err, events = size, "flush failed; events answered as unavailable");
+                let message = err.to_string();
+                for chunk in chunks {
+                    let _ = chunk.reply.send(Err(Error::Unavailable(message.clone())));
+                }
+            }
+        }
+    }
+
+    /// Applies the plan, retrying connection failures with the same flush id
+    /// (so a flush that did run before its reply was lost is not run twice)
+    /// until `timeout` has passed.
+    async fn apply_with_retries(&self, plan: &Plan) -> Result<HashSet<u32>> {
+        let batch_id = format!("{:032x}", rand::rng().random::<u128>());
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let attempt =
+                tokio::time::timeout(self.timeout, self.store.apply(&batch_id, plan)).await;
+            let err = match attempt {
+                Ok(Ok(duplicates)) => {
+                    self.health.set_redis_up(true);
+                    return Ok(duplicates);
+                }
+                Ok(Err(Error::Redis(e))) if !is_connection_error(&e) => {
+                    self.metrics
+                        .redis_errors
+                        .with_label_values(&["command"])
+                        .inc();
+                    return Err(Error::Redis(e));
+                }
+                Ok(Err(e)) => e,
+                Err(_) => Error::Unavailable(format!("flush took longer than {:?}", self.timeout)),
+            };
+            self.metrics
+                .redis_errors
+                .with_label_values(&["connection"])
+                .inc();
+            self.health.set_redis_up(false);
+            if started.elapsed() + backoff >= self.timeout {
+                return Err(Error::Unavailable(err.to_string()));
+            }
+            self.metrics.flush_retries.inc();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+}

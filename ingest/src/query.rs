@@ -1,0 +1,657 @@
+//! Reads of the aggregates, shared by the HTTP routes and the gRPC
+//! `TelemetryQuery` service. Each answer type serialises to the JSON the HTTP
+//! API returns and converts into the protobuf message.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use telemetry_proto::v1 as pb;
+use tokio::sync::watch;
+
+use crate::aggregate::Settings;
+use crate::event::{Event, EventJson, payload_from_json};
+use crate::health::Health;
+use crate::intake::now_ms;
+use crate::keys::bucket_start;
+use crate::metrics::Metrics;
+use crate::queue::DepthGauge;
+use crate::store::Store;
+use crate::{Error, Result};
+
+pub const DEFAULT_DEVICE_LIMIT: usize = 100;
+pub const MAX_DEVICE_LIMIT: usize = 10_000;
+pub const DEFAULT_TOP_N: usize = 10;
+pub const MAX_TOP_N: usize = 1_000;
+pub const DEFAULT_WINDOW_MINUTES: u32 = 15;
+pub const MAX_WINDOW_MINUTES: u32 = 1_440;
+
+/// The read side of a pipeline.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub store: Store,
+    pub settings: watch::Receiver<Arc<Settings>>,
+    pub health: Arc<Health>,
+    pub metrics: Metrics,
+    pub queue: DepthGauge,
+    pub rate: Arc<RateTracker>,
+}
+
+/// Order of the device list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceSort {
+    /// Most events first (ties by device id).
+    #[default]
+    Count,
+    /// By device id, ascending.
+    Device,
+}
+
+/// Parameters of the device-counts query.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceParams {
+    pub limit: Option<usize>,
+    pub device_id: Option<String>,
+    #[serde(default)]
+    pub sort: DeviceSort,
+}
+
+impl DeviceParams {
+    pub fn from_proto(r: &pb::DeviceCountsRequest) -> Result<Self> {
+        let sort = match r.sort.as_str() {
+            "" | "count" => DeviceSort::Count,
+            "device" => DeviceSort::Device,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "sort: must be 'count' or 'device' (got '{other}')"
+                )));
+            }
+        };
+        Ok(DeviceParams {
+            limit: (r.limit > 0).then_some(r.limit as usize),
+            device_id: (!r.device_id.is_empty()).then(|| r.device_id.clone()),
+            sort,
+        })
+    }
+
+    fn limit(&self) -> Result<usize> {
+        match self.limit {
+            None => Ok(DEFAULT_DEVICE_LIMIT),
+            Some(n) if (1..=MAX_DEVICE_LIMIT).contains(&n) => Ok(n),
+            Some(n) => Err(Error::InvalidArgument(format!(
+                "limit: must be between 1 and {MAX_DEVICE_LIMIT} (got {n})"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceCount {
+    pub device_id: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CounterValue {
+    pub event_type: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    pub counters: Vec<CounterValue>,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderboardEntry {
+    /// Competition ranking: equal scores share a rank (1, 2, 2, 4).
+    pub rank: u32,
+    pub member: String,
+    pub score: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Leaderboard {
+    pub name: String,
+    /// Bucket start, unix seconds.
+    pub bucket: i64,
+    pub entries: Vec<LeaderboardEntry>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowPoint {
+    /// Minute start, unix seconds (0 in the total).
+    pub minute: i64,
+    pub count: u64,
+    pub sum: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Window {
+    pub name: String,
+    /// Oldest first; one point per minute, zero-filled.
+    pub points: Vec<WindowPoint>,
+    pub total: WindowPoint,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub events_total: u64,
+    pub devices: u64,
+    pub received_total: u64,
+    pub accepted_total: u64,
+    pub rejected_total: u64,
+    pub duplicates_total: u64,
+    pub queue_depth: u64,
+    pub queue_capacity: u64,
+    pub redis_ok: bool,
+    pub accepted_per_second: f64,
+}
+
+impl Query {
+    fn settings(&self) -> Arc<Settings> {
+        self.settings.borrow().clone()
+    }
+
+    fn conn(&self) -> redis::aio::ConnectionManager {
+        self.store.reader()
+    }
+
+    /// Event counts per device.
+    pub async fn devices(&self, params: &DeviceParams) -> Result<Vec<DeviceCount>> {
+        let limit = params.limit()?;
+        let key = self.store.keys().devices();
+        let mut conn = self.conn();
+        if let Some(device) = &params.device_id {
+            let score: Option<f64> = conn.zscore(&key, device).await?;
+            return Ok(score
+                .map(|s| DeviceCount {
+                    device_id: device.clone(),
+                    count: s as u64,
+                })
+                .into_iter()
+                .collect());
+        }
+        let mut rows: Vec<(String, f64)> = match params.sort {
+            DeviceSort::Count => {
+                let mut rows: Vec<(String, f64)> = conn
+                    .zrevrange_withscores(&key, 0, limit as isize - 1)
+                    .await?;
+                complete_ties(&mut conn, &key, &mut rows, limit).await?;
+                rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                rows
+            }
+            DeviceSort::Device => {
+                let mut rows: Vec<(String, f64)> = conn.zrange_withscores(&key, 0, -1).await?;
+                rows.sort_by(|a, b| a.0.cmp(&b.0));
+                rows
+            }
+        };
+        rows.truncate(limit);
+        Ok(rows
+            .into_iter()
+            .map(|(device_id, s)| DeviceCount {
+                device_id,
+                count: s as u64,
+            })
+            .collect())
+    }
+
+    /// Counts per event type; all known types when `types` is empty.
+    pub async fn counters(&self, types: &[String]) -> Result<Counters> {
+        let key = self.store.keys().types();
+        let mut conn = self.conn();
+        let mut counters: Vec<CounterValue> = if types.is_empty() {
+            let all: HashMap<String, u64> = conn.hgetall(&key).await?;
+            all.into_iter()
+                .map(|(event_type, count)| CounterValue { event_type, count })
+                .collect()
+        } else {
+            let values: Vec<Option<u64>> = redis::cmd("HMGET")
+                .arg(&key)
+                .arg(types)
+                .query_async(&mut conn)
+                .await?;
+            types
+                .iter()
+                .zip(values)
+                .map(|(t, c)| CounterValue {
+                    event_type: t.clone(),
+                    count: c.unwrap_or(0),
+                })
+                .collect()
+        };
+        counters.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.event_type.cmp(&b.event_type))
+        });
+        let total = counters.iter().map(|c| c.count).sum();
+        Ok(Counters { counters, total })
+    }
+
+    /// The top `top_n` of a leaderboard bucket (the current one by default).
+    pub async fn leaderboard(
+        &self,
+        name: &str,
+        top_n: Option<usize>,
+        bucket: Option<i64>,
+    ) -> Result<Leaderboard> {
+        let settings = self.settings();
+        let board = settings
+            .config
+            .leaderboard(name)
+            .ok_or_else(|| Error::NotFound {
+                kind: "leaderboard",
+                name: name.to_string(),
+                known: settings
+                    .config
+                    .leaderboards
+                    .iter()
+                    .map(|l| l.name.clone())
+                    .collect(),
+            })?;
+        let top_n = top_n.unwrap_or(DEFAULT_TOP_N);
+        if !(1..=MAX_TOP_N).contains(&top_n) {
+            return Err(Error::InvalidArgument(format!(
+                "topN: must be between 1 and {MAX_TOP_N} (got {top_n})"
+            )));
+        }
+        let len = board.bucket.seconds() as i64;
+        let bucket = match bucket {
+            None => bucket_start(now_ms() / 1000, len),
+            Some(b) if b.rem_euclid(len) == 0 => b,
+            Some(b) => {
+                return Err(Error::InvalidArgument(format!(
+                    "bucket: must be the start of a {}-second bucket in unix seconds (got {b})",
+                    len
+                )));
+            }
+        };
+        let key = self.store.keys().leaderboard(name, bucket);
+        let mut conn = self.conn();
+        let mut rows: Vec<(String, f64)> = conn
+            .zrevrange_withscores(&key, 0, top_n as isize - 1)
+            .await?;
+        complete_ties(&mut conn, &key, &mut rows, top_n).await?;
+        Ok(Leaderboard {
+            name: name.to_string(),
+            bucket,
+            entries: rank(rows, top_n),
+        })
+    }
+
+    /// The last `minutes` minutes of a window, zero-filled, oldest first.
+    pub async fn window(&self, name: &str, minutes: Option<u32>) -> Result<Window> {
+        let settings = self.settings();
+        settings
+            .config
+            .window(name)
+            .ok_or_else(|| Error::NotFound {
+                kind: "window",
+                name: name.to_string(),
+                known: settings
+                    .config
+                    .windows
+                    .iter()
+                    .map(|w| w.name.clone())
+                    .collect(),
+            })?;
+        let minutes = minutes.unwrap_or(DEFAULT_WINDOW_MINUTES);
+        if !(1..=MAX_WINDOW_MINUTES).contains(&minutes) {
+            return Err(Error::InvalidArgument(format!(
+                "minutes: must be between 1 and {MAX_WINDOW_MINUTES} (got {minutes})"
+            )));
+        }
+        let now = bucket_start(now_ms() / 1000, 60);
+        let starts: Vec<i64> = (0..minutes as i64).rev().map(|i| now - 60 * i).collect();
+        let mut pipe = redis::pipe();
+        for &start in &starts {
+            pipe.cmd("HMGET")
+                .arg(self.store.keys().window_minute(name, start))
+                .arg(&["count", "sum", "min", "max"]);
+        }
+        let mut conn = self.conn();
+        let rows: Vec<(Option<u64>, Option<f64>, Option<f64>, Option<f64>)> =
+            pipe.query_async(&mut conn).await?;
+        let points: Vec<WindowPoint> = starts
+            .iter()
+            .zip(rows)
+            .map(|(&minute, (count, sum, min, max))| WindowPoint {
+                minute,
+                count: count.unwrap_or(0),
+                sum: sum.unwrap_or(0.0),
+                min,
+                max,
+            })
+            .collect();
+        let total = total_of(&points);
+        Ok(Window {
+            name: name.to_string(),
+            points,
+            total,
+        })
+    }
+
+    /// The device's latest events, newest first.
+    pub async fn recent(&self, device_id: &str, limit: Option<usize>) -> Result<Vec<Event>> {
+        let keep = self.settings().config.recent_events.per_device as usize;
+        let limit = limit.unwrap_or(keep.max(1));
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::InvalidArgument(format!(
+                "limit: must be between 1 and 1000 (got {limit})"
+            )));
+        }
+        let mut conn = self.conn();
+        let rows: Vec<String> = conn
+            .lrange(self.store.keys().recent(device_id), 0, limit as isize - 1)
+            .await?;
+        Ok(rows.iter().filter_map(|json| decode_recent(json)).collect())
+    }
+
+    /// Pipeline totals from Redis and this pod's own figures.
+    pub async fn stats(&self) -> Result<Stats> {
+        let keys = self.store.keys();
+        let mut conn = self.conn();
+        let (events, devices): (Option<u64>, u64) = redis::pipe()
+            .hget(keys.stats(), "events")
+            .zcard(keys.devices())
+            .query_async(&mut conn)
+            .await?;
+        let m = &self.metrics;
+        let sum = |v: &prometheus::IntCounterVec| -> u64 {
+            use prometheus::core::Collector;
+            v.collect()
+                .iter()
+                .flat_map(|f| {
+                    f.get_metric()
+                        .iter()
+                        .map(|m| m.get_counter().get_value() as u64)
+                })
+                .sum()
+        };
+        Ok(Stats {
+            events_total: events.unwrap_or(0),
+            devices,
+            received_total: sum(&m.received),
+            accepted_total: m.accepted.get(),
+            rejected_total: sum(&m.rejected),
+            duplicates_total: m.duplicates.get(),
+            queue_depth: self.queue.depth() as u64,
+            queue_capacity: self.queue.capacity() as u64,
+            redis_ok: self.health.redis_up(),
+            accepted_per_second: self.rate.per_second(),
+        })
+    }
+}
+
+/// Extends a top-N read with every member tied with the last one, so the
+/// cut at N is made by our tie rule (member ascending), not Redis's.
+async fn complete_ties(
+    conn: &mut redis::aio::ConnectionManager,
+    key: &str,
+    rows: &mut Vec<(String, f64)>,
+    n: usize,
+) -> Result<()> {
+    if rows.len() < n {
+        return Ok(());
+    }
+    let Some(&(_, last)) = rows.last() else {
+        return Ok(());
+    };
+    let tied: Vec<(String, f64)> = conn.zrangebyscore_withscores(key, last, last).await?;
+    for row in tied {
+        if !rows.iter().any(|(m, _)| *m == row.0) {
+            rows.push(row);
+        }
+    }
+    Ok(())
+}
+
+/// Sorts by score (descending) then member, keeps `n`, ranks with ties.
+pub fn rank(mut rows: Vec<(String, f64)>, n: usize) -> Vec<LeaderboardEntry> {
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    rows.truncate(n);
+    let mut entries = Vec::with_capacity(rows.len());
+    let mut rank = 0;
+    let mut prev = None;
+    for (i, (member, score)) in rows.into_iter().enumerate() {
+        if prev != Some(score) {
+            rank = i as u32 + 1;
+            prev = Some(score);
+        }
+        entries.push(LeaderboardEntry {
+            rank,
+            member,
+            score,
+        });
+    }
+    entries
+}
+
+/// The window total over its points.
+pub fn total_of(points: &[WindowPoint]) -> WindowPoint {
+    let pick = |a: Option<f64>, b: Option<f64>, f: fn(f64, f64) -> f64| match (a, b) {
+        (Some(x), Some(y)) => Some(f(x, y)),
+        (x, None) => x,
+        (None, y) => y,
+    };
+    points
+        .iter()
+        .fold(WindowPoint::default(), |t, p| WindowPoint {
+            minute: 0,
+            count: t.count + p.count,
+            sum: t.sum + p.sum,
+            min: pick(t.min, p.min, f64::min),
+            max: pick(t.max, p.max, f64::max),
+        })
+}
+
+fn decode_recent(json: &str) -> Option<Event> {
+    let e: EventJson = serde_json::from_str(json).ok()?;
+    Some(Event {
+        payload: payload_from_json(e.payload.as_ref()),
+        device_id: e.device_id,
+        timestamp: e.timestamp,
+        event_type: e.event_type,
+        event_id: (!e.event_id.is_empty()).then_some(e.event_id),
+        user_id: (!e.user_id.is_empty()).then_some(e.user_id),
+        value: e.value,
+        attributes: e.attributes,
+    })
+}
+
+/// Accepted events per second over the last ten seconds, sampled each second.
+#[derive(Debug, Default)]
+pub struct RateTracker {
+    samples: Mutex<VecDeque<(Instant, u64)>>,
+}
+
+impl RateTracker {
+    pub const SPAN: Duration = Duration::from_secs(10);
+
+    pub fn record(&self, at: Instant, accepted: u64) {
+        let mut s = self.samples.lock().expect("not poisoned");
+        s.push_back((at, accepted));
+        while s.len() > 2
+            && s.front()
+                .is_some_and(|(t, _)| at.duration_since(*t) > Self::SPAN)
+        {
+            s.pop_front();
+        }
+    }
+
+    pub fn per_second(&self) -> f64 {
+        let s = self.samples.lock().expect("not poisoned");
+        match (s.front(), s.back()) {
+            (Some((t0, a0)), Some((t1, a1))) if t1 > t0 => {
+                (a1 - a0) as f64 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// The gRPC answer of the device-counts query.
+pub fn device_counts_response(v: Vec<DeviceCount>) -> pb::DeviceCountsResponse {
+    {
+        pb::DeviceCountsResponse {
+            devices: v
+                .into_iter()
+                .map(|d| pb::DeviceCount {
+                    device_id: d.device_id,
+                    count: d.count,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<Counters> for pb::CounterResponse {
+    fn from(c: Counters) -> Self {
+        pb::CounterResponse {
+            counters: c
+                .counters
+                .into_iter()
+                .map(|c| pb::CounterValue {
+                    event_type: c.event_type,
+                    count: c.count,
+                })
+                .collect(),
+            total: c.total,
+        }
+    }
+}
+
+impl From<Leaderboard> for pb::LeaderboardResponse {
+    fn from(l: Leaderboard) -> Self {
+        pb::LeaderboardResponse {
+            name: l.name,
+            bucket: l.bucket,
+            entries: l
+                .entries
+                .into_iter()
+                .map(|e| pb::LeaderboardEntry {
+                    rank: e.rank,
+                    member: e.member,
+                    score: e.score,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<WindowPoint> for pb::WindowPoint {
+    fn from(p: WindowPoint) -> Self {
+        pb::WindowPoint {
+            minute: p.minute,
+            count: p.count,
+            sum: p.sum,
+            min: p.min,
+            max: p.max,
+        }
+    }
+}
+
+impl From<Window> for pb::WindowResponse {
+    fn from(w: Window) -> Self {
+        pb::WindowResponse {
+            name: w.name,
+            points: w.points.into_iter().map(Into::into).collect(),
+            total: Some(w.total.into()),
+        }
+    }
+}
+
+impl From<Stats> for pb::StatsResponse {
+    fn from(s: Stats) -> Self {
+        pb::StatsResponse {
+            events_total: s.events_total,
+            devices: s.devices,
+            received_total: s.received_total,
+            accepted_total: s.accepted_total,
+            rejected_total: s.rejected_total,
+            duplicates_total: s.duplicates_total,
+            queue_depth: s.queue_depth,
+            queue_capacity: s.queue_capacity,
+            redis_ok: s.redis_ok,
+            accepted_per_second: s.accepted_per_second,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranking_shares_ranks_on_ties_and_orders_ties_by_member() {
+        let rows = vec![
+            ("b".into(), 5.0),
+            ("c".into(), 9.0),
+            ("a".into(), 5.0),
+            ("d".into(), 1.0),
+        ];
+        let entries = rank(rows, 3);
+        let got: Vec<(u32, &str)> = entries
+            .iter()
+            .map(|e| (e.rank, e.member.as_str()))
+            .collect();
+        assert_eq!(got, [(1, "c"), (2, "a"), (2, "b")]);
+    }
+
+    #[test]
+    fn window_total_sums_and_keeps_extremes_of_minutes_with_values() {
+        let points = [
+            WindowPoint {
+                minute: 60,
+                count: 2,
+                sum: 3.0,
+                min: Some(1.0),
+                max: Some(2.0),
+            },
+            WindowPoint {
+                minute: 120,
+                ..Default::default()
+            },
+            WindowPoint {
+                minute: 180,
+                count: 1,
+                sum: -4.0,
+                min: Some(-4.0),
+                max: Some(-4.0),
+            },
+        ];
+        let t = total_of(&points);
+        assert_eq!(
+            (t.count, t.sum, t.min, t.max),
+            (3, -1.0, Some(-4.0), Some(2.0))
+        );
+    }
+
+    #[test]
+    fn rate_is_the_slope_over_the_samples() {
+        let r = RateTracker::default();
+        let t0 = Instant::now();
+        r.record(t0, 100);
+        r.record(t0 + Duration::from_secs(2), 300);
+        assert_eq!(r.per_second(), 100.0);
+    }
+}

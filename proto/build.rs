@@ -1,0 +1,21 @@
+//! Compiles `telemetry/v1/telemetry.proto` with protox (pure Rust, so the
+//! build needs no system `protoc`) and generates prost messages and tonic
+//! clients and servers, plus the descriptor set that server reflection serves.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "telemetry/v1/telemetry.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let descriptors = protox::compile([proto], ["."])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("telemetry_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}
