@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::event::{Event, RawEvent};
@@ -30,6 +31,8 @@ pub struct Intake {
     pub health: Arc<Health>,
     pub metrics: Metrics,
     pub backpressure_timeout: Duration,
+    /// Ingest calls in progress (the drain waits for them).
+    pub active: AtomicUsize,
 }
 
 /// What one call's answer says.
@@ -79,6 +82,7 @@ impl Intake {
     /// Starts a call: refused at once while draining or while Redis is down.
     pub fn begin(&self, transport: &'static str, wait: bool) -> Result<Submission<'_>> {
         self.health.admit()?;
+        self.active.fetch_add(1, Ordering::SeqCst);
         Ok(Submission {
             intake: self,
             transport,
@@ -223,15 +227,13 @@ impl Submission<'_> {
             let result = reply.await.unwrap_or(Err(Error::ShuttingDown));
             self.settle(result, end);
         }
-        match self.failed {
+        let mut tally = std::mem::take(&mut self.tally);
+        match self.failed.take() {
             None => {
-                self.tally.settled = self.next_index;
-                Ok(self.tally)
+                tally.settled = self.next_index;
+                Ok(tally)
             }
-            Some(error) => Err(Box::new(Partial {
-                tally: self.tally,
-                error,
-            })),
+            Some(error) => Err(Box::new(Partial { tally, error })),
         }
     }
 
@@ -246,6 +248,12 @@ impl Submission<'_> {
     /// Events offered so far.
     pub fn offered(&self) -> u64 {
         self.next_index
+    }
+}
+
+impl Drop for Submission<'_> {
+    fn drop(&mut self) {
+        self.intake.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -12,6 +12,7 @@
 //! All of it is bounded by `--shutdown-timeout-seconds`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use telemetry_proto::v1::telemetry_ingest_server::TelemetryIngestServer;
@@ -121,6 +122,7 @@ pub async fn run(
         health: health.clone(),
         metrics: metrics.clone(),
         backpressure_timeout: args.queue.backpressure_timeout(),
+        active: Default::default(),
     });
     let query = Query {
         store,
@@ -144,6 +146,11 @@ pub async fn run(
         .build_v1alpha()
         .map_err(|e| Error::Unavailable(format!("reflection: {e}")))?;
 
+    // The listeners stay open while draining, so new calls get an explicit
+    // retryable refusal (and probes an honest 503) rather than a refused
+    // connection; they close once running calls are answered and the queue
+    // is empty.
+    let stop_servers = CancellationToken::new();
     let ingest = IngestService::new(intake.clone(), args.limits.max_grpc_batch, shutdown.clone());
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
@@ -157,40 +164,38 @@ pub async fn run(
         .add_service(TelemetryQueryServer::new(QueryService::new(query.clone())))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.grpc),
-            shutdown.clone().cancelled_owned(),
+            stop_servers.clone().cancelled_owned(),
         );
 
     let app = http::router(AppState {
-        intake,
+        intake: intake.clone(),
         query,
         max_batch: args.limits.max_http_batch,
     });
-    let http =
-        axum::serve(listeners.http, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let http = axum::serve(listeners.http, app)
+        .with_graceful_shutdown(stop_servers.clone().cancelled_owned());
 
-    // Readiness goes false the moment shutdown starts, before the servers
-    // finish their running calls.
-    let drain_signal = {
-        let shutdown = shutdown.clone();
-        let health = health.clone();
-        let reporter = health_reporter.clone();
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            tracing::info!("shutdown: draining");
-            health.start_draining();
-            reporter
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-        })
-    };
+    // Readiness goes false the moment shutdown starts; the servers stop once
+    // the drain is done (or its time is up).
+    let drain_signal = tokio::spawn(drain(
+        shutdown.clone(),
+        stop_servers.clone(),
+        intake,
+        health_reporter,
+        args.shutdown_timeout(),
+    ));
 
     tracing::info!(grpc = %args.grpc_listen, http = %args.http_listen, pipeline = %args.pipeline, "telemetry-ingest serving");
+    let fail = || {
+        shutdown.cancel();
+        stop_servers.cancel();
+    };
     let servers = async {
         let (g, h) = tokio::join!(
             async {
                 let r = grpc.await.map_err(Error::from);
                 if r.is_err() {
-                    shutdown.cancel();
+                    fail();
                 }
                 r
             },
@@ -200,7 +205,7 @@ pub async fn run(
                     source,
                 });
                 if r.is_err() {
-                    shutdown.cancel();
+                    fail();
                 }
                 r
             }
@@ -224,6 +229,31 @@ pub async fn run(
     tasks.close();
     tasks.wait().await;
     served
+}
+
+/// Step 1 and 2 of the shutdown protocol: unready at once, then wait for the
+/// running calls and the queue before the servers close.
+async fn drain(
+    shutdown: CancellationToken,
+    stop_servers: CancellationToken,
+    intake: Arc<Intake>,
+    reporter: tonic_health::server::HealthReporter,
+    timeout: std::time::Duration,
+) {
+    shutdown.cancelled().await;
+    tracing::info!("shutdown: draining");
+    intake.health.start_draining();
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while (intake.active.load(Ordering::SeqCst) > 0 || intake.queue.depth() > 0)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(intake);
+    stop_servers.cancel();
 }
 
 /// Samples the accepted counter each second for the stats rate.

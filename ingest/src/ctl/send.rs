@@ -67,7 +67,8 @@ pub struct SendArgs {
     /// Fraction of events with an invalid device id.
     #[arg(long, default_value_t = 0.0)]
     pub invalid: f64,
-    /// Retries of a call that failed with a retryable status.
+    /// Retries of a call that failed with a retryable status; a call that
+    /// still fails ends the run.
     #[arg(long, default_value_t = 10)]
     pub retries: u32,
     /// Seed of the generator (random by default).
@@ -429,6 +430,11 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Summary> {
                 let call_started = Instant::now();
                 let (settled, retries, failed) =
                     send_with_retries(&mut transport, &packets, args.retries).await;
+                if failed > 0 {
+                    // A call that failed after every retry ends the run: the
+                    // server is gone or refuses, and the summary says so.
+                    stop.store(true, Ordering::Relaxed);
+                }
                 let micros = call_started.elapsed().as_micros() as u64;
                 let mut t = tally.lock().await;
                 let s = &mut t.summary;
@@ -494,7 +500,14 @@ async fn send_with_retries(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
-            Err((_, message)) => {
+            Err((partial, message)) => {
+                // What the failed call did settle is acknowledged all the same.
+                if let Some(partial) = partial {
+                    total.accepted += partial.accepted;
+                    total.duplicates += partial.duplicates;
+                    total.rejected += partial.rejected.min(partial.settled);
+                    offset = (offset + partial.settled as usize).min(packets.len());
+                }
                 eprintln!("call failed: {message}");
                 return (total, attempt as u64, (packets.len() - offset) as u64);
             }

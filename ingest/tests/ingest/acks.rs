@@ -1,0 +1,351 @@
+//! Acknowledgements: exact counts, idempotent flushes, dedup across pods.
+
+use std::collections::HashMap;
+
+use telemetry_ingest::aggregate::{Plan, Settings, Slot};
+use telemetry_ingest::config::RedisArgs;
+use telemetry_ingest::event::Event;
+use telemetry_ingest::keys::Keys;
+use telemetry_ingest::store::Store;
+use telemetry_proto::v1::{Packet, PacketBatch};
+
+use crate::support::{Ingest, Proxy, Redis, packet, pipeline};
+
+/// 300 valid events over 7 devices with ids, 20 invalid in between, and 30
+/// repeats of earlier ids.
+fn mixed_stream() -> (Vec<Packet>, HashMap<String, u64>) {
+    let mut packets = Vec::new();
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for i in 0..300 {
+        let device = format!("dev-{}", i % 7);
+        *expected.entry(device.clone()).or_default() += 1;
+        packets.push(packet(&device, &format!("e{i}")));
+        if i % 15 == 0 {
+            let mut bad = packet("bad device", &format!("bad{i}"));
+            if i % 30 == 0 {
+                bad.device_id = "ok".into();
+                bad.timestamp = 0;
+            }
+            packets.push(bad);
+        }
+        if i % 10 == 9 {
+            packets.push(packet(
+                &format!("dev-{}", (i - 3) % 7),
+                &format!("e{}", i - 3),
+            ));
+        }
+    }
+    (packets, expected)
+}
+
+#[tokio::test]
+async fn grpc_stream_of_valid_invalid_and_duplicate_events_acks_exact_counts() {
+    let redis = Redis::start();
+    let p = pipeline("grpc-mixed");
+    let ingest = Ingest::start(&redis.url(), &p, &[]).await;
+    let (packets, expected) = mixed_stream();
+    let ack = ingest
+        .client()
+        .await
+        .stream_packets(tokio_stream::iter(packets))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((ack.accepted, ack.rejected, ack.duplicates), (300, 20, 30));
+    assert_eq!(ack.rejected_by_reason["device_id.invalid_chars"], 10);
+    assert_eq!(ack.rejected_by_reason["timestamp.missing"], 10);
+    assert!(
+        ack.rejections
+            .iter()
+            .all(|r| r.message.contains("deviceId") || r.message.contains("timestamp"))
+    );
+    assert_eq!(redis.events(&p), 300);
+    let rows: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(format!("tp:{{{p}}}:devices"))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut redis.conn())
+        .unwrap();
+    let stored: HashMap<String, u64> = rows.into_iter().map(|(d, s)| (d, s as u64)).collect();
+    assert_eq!(stored, expected);
+    // The HTTP device counts agree with the gRPC acks.
+    let devices: Vec<serde_json::Value> =
+        reqwest::get(format!("{}/api/v1/devices?limit=100", ingest.http_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let total: u64 = devices.iter().map(|d| d["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, ack.accepted);
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_unary_batch_and_http_batch_ack_exact_counts() {
+    let redis = Redis::start();
+    let p = pipeline("batches");
+    let ingest = Ingest::start(&redis.url(), &p, &[]).await;
+    let (packets, _) = mixed_stream();
+    let ack = ingest
+        .client()
+        .await
+        .send_batch(PacketBatch {
+            packets: packets.clone(),
+            sequence: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((ack.accepted, ack.rejected, ack.duplicates), (300, 20, 30));
+
+    // The same events again over HTTP, in batches: all are duplicates now,
+    // the invalid ones are still rejected one by one.
+    let client = reqwest::Client::new();
+    let mut totals = (0, 0, 0);
+    for chunk in packets.chunks(100) {
+        let body: Vec<_> = chunk
+            .iter()
+            .map(telemetry_ingest::ctl::send::packet_json)
+            .collect();
+        let r = client
+            .post(format!("{}/api/v1/events/batch", ingest.http_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let a: serde_json::Value = r.json().await.unwrap();
+        totals.0 += a["accepted"].as_u64().unwrap();
+        totals.1 += a["rejected"].as_u64().unwrap();
+        totals.2 += a["duplicates"].as_u64().unwrap();
+    }
+    assert_eq!(totals, (0, 20, 330));
+    assert_eq!(redis.events(&p), 300);
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn empty_or_oversized_grpc_batch_is_invalid_argument() {
+    let redis = Redis::start();
+    let ingest = Ingest::start(
+        &redis.url(),
+        &pipeline("bad-batch"),
+        &["--max-grpc-batch=5"],
+    )
+    .await;
+    let mut client = ingest.client().await;
+    let err = client
+        .send_batch(PacketBatch {
+            packets: vec![],
+            sequence: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("packets"), "{}", err.message());
+    let six = (0..6).map(|i| packet("d", &format!("{i}"))).collect();
+    let err = client
+        .send_batch(PacketBatch {
+            packets: six,
+            sequence: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn bidirectional_stream_acks_each_batch_in_order() {
+    let redis = Redis::start();
+    let p = pipeline("bidi");
+    let ingest = Ingest::start(&redis.url(), &p, &[]).await;
+    let batches: Vec<PacketBatch> = (0..5u64)
+        .map(|s| PacketBatch {
+            sequence: s,
+            packets: (0..=s)
+                .map(|i| packet("bidi", &format!("{s}-{i}")))
+                .collect(),
+        })
+        .collect();
+    let mut acks = ingest
+        .client()
+        .await
+        .stream_batches(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(a) = acks.message().await.unwrap() {
+        seen.push((a.sequence, a.ack.unwrap().accepted));
+    }
+    assert_eq!(seen, [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]);
+    assert_eq!(redis.events(&p), 15);
+    ingest.stop().await;
+}
+
+fn event(device: &str, id: Option<&str>) -> Event {
+    Event {
+        device_id: device.into(),
+        timestamp: telemetry_ingest::intake::now_ms(),
+        payload: Default::default(),
+        event_type: "t".into(),
+        event_id: id.map(Into::into),
+        user_id: None,
+        value: 2.0,
+        attributes: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn replayed_flush_with_the_same_batch_id_changes_nothing() {
+    let redis = Redis::start();
+    let p = pipeline("replay");
+    let keys = Keys::new(&p);
+    let store = Store::open(
+        &RedisArgs {
+            redis_url: redis.url(),
+            redis_password: None,
+        },
+        keys.clone(),
+    )
+    .unwrap();
+    let events = [
+        event("a", None),
+        event("a", Some("x")),
+        event("b", Some("x")),
+        event("b", None),
+    ];
+    let plan = Plan::build(&events, &Settings::default(), &keys);
+    let first = store.apply("batch-1", &plan).await.unwrap();
+    let Slot::Claimed(second_claim) = plan.slots[2] else {
+        panic!("event 2 has an id")
+    };
+    assert_eq!(
+        first,
+        [second_claim].into(),
+        "the second claim of id x is the duplicate"
+    );
+    let snapshot = |r: &Redis| {
+        let mut c = r.conn();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("tp:{{{p}}}:*"))
+            .query(&mut c)
+            .unwrap();
+        let mut dump: Vec<(String, Vec<u8>)> = keys
+            .into_iter()
+            .filter(|k| !k.contains(":batch:"))
+            .map(|k| {
+                let v: Vec<u8> = redis::cmd("DUMP").arg(&k).query(&mut c).unwrap();
+                (k, v)
+            })
+            .collect();
+        dump.sort();
+        dump
+    };
+    let before = snapshot(&redis);
+    let again = store.apply("batch-1", &plan).await.unwrap();
+    assert_eq!(again, first, "a replay returns the first result");
+    assert_eq!(snapshot(&redis), before, "a replay writes nothing");
+    assert_eq!(redis.events(&p), 3);
+    // A new flush id with the same events is a new flush: ids dedup, the
+    // id-less events count again.
+    store.apply("batch-2", &plan).await.unwrap();
+    assert_eq!(redis.events(&p), 5);
+}
+
+#[tokio::test]
+async fn flush_whose_reply_is_lost_is_applied_exactly_once() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(redis.port).await;
+    let p = pipeline("lost-reply");
+    let ingest = Ingest::start(&proxy.url(), &p, &["--flush-timeout-ms=5000"]).await;
+    let post = |device: &str| {
+        let url = format!("{}/api/v1/events", ingest.http_url());
+        let body = serde_json::json!({"deviceId": device, "timestamp": telemetry_ingest::intake::now_ms()});
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Warm up: the script is loaded and the connection established.
+    assert_eq!(post("warm").await.status(), 200);
+    proxy.arm();
+    // No event id: only the flush marker keeps a retry from counting twice.
+    let r = post("once").await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(
+        proxy.swallowed.load(std::sync::atomic::Ordering::SeqCst),
+        "the proxy did drop a reply"
+    );
+    let count: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("tp:{{{p}}}:devices"))
+        .arg("once")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(count, Some(1.0));
+    assert_eq!(redis.events(&p), 2);
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn two_instances_on_one_redis_share_dedup_and_add_counts() {
+    let redis = Redis::start();
+    let p = pipeline("two-pods");
+    let a = Ingest::start(&redis.url(), &p, &[]).await;
+    let b = Ingest::start(&redis.url(), &p, &[]).await;
+    let packets: Vec<Packet> = (0..500)
+        .map(|i| packet(&format!("d{}", i % 5), &format!("id{i}")))
+        .collect();
+    // Both pods get every event at the same time: each id is stored once.
+    let (ra, rb) = tokio::join!(
+        async {
+            a.client()
+                .await
+                .stream_packets(tokio_stream::iter(packets.clone()))
+                .await
+                .unwrap()
+                .into_inner()
+        },
+        async {
+            b.client()
+                .await
+                .stream_packets(tokio_stream::iter(packets.clone()))
+                .await
+                .unwrap()
+                .into_inner()
+        },
+    );
+    assert_eq!(ra.accepted + rb.accepted, 500);
+    assert_eq!(ra.duplicates + rb.duplicates, 500);
+    // Distinct events through either pod add up.
+    let more: Vec<Packet> = (500..800)
+        .map(|i| packet("d0", &format!("id{i}")))
+        .collect();
+    let (x, y) = more.split_at(100);
+    let ax = a
+        .client()
+        .await
+        .stream_packets(tokio_stream::iter(x.to_vec()))
+        .await
+        .unwrap()
+        .into_inner();
+    let by = b
+        .client()
+        .await
+        .stream_packets(tokio_stream::iter(y.to_vec()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((ax.accepted, by.accepted), (100, 200));
+    assert_eq!(redis.events(&p), 800);
+    assert_eq!(redis.device_total(&p), 800);
+    a.stop().await;
+    b.stop().await;
+}

@@ -1,0 +1,1 @@
+//! Aggregations end to end: events in through the real server, queries out.

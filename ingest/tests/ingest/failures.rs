@@ -1,0 +1,240 @@
+//! Backpressure, Redis outages and shutdown: nothing acknowledged is lost.
+
+use std::time::{Duration, Instant};
+
+use telemetry_ingest::ctl::send::{GrpcMode, PayloadKind, SendArgs, Summary, send};
+use telemetry_proto::v1::Packet;
+
+use crate::support::{Ingest, IngestProcess, Redis, packet, pipeline};
+
+fn load(grpc: String, n: u64, rate: u64, retries: u32) -> SendArgs {
+    SendArgs {
+        grpc: Some(grpc),
+        http: None,
+        n,
+        devices: 20,
+        users: 10,
+        event_types: "reading,purchase".into(),
+        rate,
+        concurrency: 2,
+        batch: 100,
+        grpc_mode: GrpcMode::Stream,
+        payload: PayloadKind::Json,
+        duplicates: 0.0,
+        invalid: 0.0,
+        retries,
+        seed: Some(7),
+        json: true,
+        no_progress: true,
+    }
+}
+
+fn events(n: usize, tag: &str) -> Vec<Packet> {
+    (0..n)
+        .map(|i| packet(&format!("bp-{}", i % 3), &format!("{tag}{i}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn full_queue_answers_429_and_resource_exhausted_and_loses_nothing_accepted() {
+    let redis = Redis::start();
+    let p = pipeline("backpressure");
+    let ingest = Ingest::start(
+        &redis.url(),
+        &p,
+        &[
+            "--queue-capacity=512",
+            "--backpressure-timeout-ms=300",
+            "--flush-timeout-ms=10000",
+        ],
+    )
+    .await;
+    // Writes stall for 3 s (PING still answers, so the pod stays ready).
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("WRITE")
+        .query(&mut redis.conn())
+        .unwrap();
+    let http = reqwest::Client::new();
+    let batch = |tag: &str| {
+        events(300, tag)
+            .iter()
+            .map(telemetry_ingest::ctl::send::packet_json)
+            .collect::<Vec<_>>()
+    };
+    let url = format!("{}/api/v1/events/batch", ingest.http_url());
+    let first = tokio::spawn(http.post(&url).json(&batch("a")).send());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // 300 of 512 are taken: the next batch is refused at once with 429.
+    let started = Instant::now();
+    let refused = http.post(&url).json(&batch("b")).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "429 comes at once"
+    );
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(refused.headers()["telemetry-settled"], "0");
+
+    // A gRPC stream waits for space, then gives up with RESOURCE_EXHAUSTED
+    // and says how far it got.
+    let err = ingest
+        .client()
+        .await
+        .stream_packets(tokio_stream::iter(events(400, "c")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    let settled: u64 = err
+        .metadata()
+        .get("telemetry-settled")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let accepted: u64 = err
+        .metadata()
+        .get("telemetry-accepted")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        settled, accepted,
+        "settled events of a valid stream are all accepted"
+    );
+
+    // Once Redis takes writes again the first batch is stored and acked.
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), 200);
+    let ack: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(ack["accepted"], 300);
+    // The refused batch, resent, is accepted in full.
+    let again: serde_json::Value = http
+        .post(&url)
+        .json(&batch("b"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["accepted"], 300);
+    // Let anything the refused stream enqueued before giving up settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored = redis.events(&p);
+    assert!(
+        stored >= 600 + accepted,
+        "acknowledged events are stored: {stored} < {}",
+        600 + accepted
+    );
+    assert!(
+        stored <= 600 + 400,
+        "nothing beyond what was sent: {stored}"
+    );
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn redis_restart_during_a_stream_gives_unavailable_then_recovers_with_exact_totals() {
+    let mut redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let p = pipeline("restart");
+    let ingest = Ingest::start(&redis.url(), &p, &["--flush-timeout-ms=1000"]).await;
+    let sender = tokio::spawn(send(load(ingest.grpc_url(), 20_000, 5_000, 500)));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    redis.stop();
+
+    // With Redis gone a call fails fast and readiness drops.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/events", ingest.http_url()))
+        .json(&serde_json::json!({"deviceId": "x", "timestamp": telemetry_ingest::intake::now_ms(), "eventId": "down"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "503 within a second"
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while ingest.ready().await {
+        assert!(
+            Instant::now() < deadline,
+            "readiness should turn false while Redis is down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut grpc = ingest.client().await;
+    let err = grpc
+        .stream_packets(tokio_stream::iter(vec![packet("x", "down2")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.restart();
+    ingest.wait_ready(Duration::from_secs(10)).await;
+
+    let summary: Summary = sender.await.unwrap().unwrap();
+    assert_eq!(
+        summary.failed, 0,
+        "every call eventually got through: {summary:?}"
+    );
+    assert!(summary.retries > 0, "the outage was felt: {summary:?}");
+    assert_eq!(summary.accepted + summary.duplicates, summary.sent);
+    assert_eq!(
+        redis.events(&p),
+        summary.accepted,
+        "acknowledged totals match Redis: {summary:?}"
+    );
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_during_streams_drains_and_everything_acknowledged_is_in_redis() {
+    let redis = Redis::start();
+    let p = pipeline("sigterm");
+    let ingest = IngestProcess::start(&redis.url(), &p, &["--shutdown-timeout-seconds=10"]).await;
+    let sender = tokio::spawn(send(load(
+        format!("http://{}", ingest.grpc),
+        1_000_000,
+        4_000,
+        0,
+    )));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ready = reqwest::get(format!("http://{}/readyz", ingest.http))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    ingest.sigterm();
+    let started = Instant::now();
+    let mut ingest = ingest;
+    let status = loop {
+        if let Some(status) = ingest.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "telemetry-ingest did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "clean exit after draining: {status}");
+    let summary: Summary = sender.await.unwrap().unwrap();
+    assert!(
+        summary.accepted > 0,
+        "events were flowing when SIGTERM came"
+    );
+    assert!(summary.failed > 0, "the stop cut the run short");
+    assert_eq!(
+        redis.events(&p),
+        summary.accepted,
+        "everything acknowledged is stored, and only that"
+    );
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests of telemetry-ingest against a real redis-server.
+
+mod acks;
+mod aggregates;
+mod failures;
+mod support;

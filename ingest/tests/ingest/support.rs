@@ -1,0 +1,382 @@
+//! Test support: a real redis-server on a free loopback port, ingest servers
+//! (in-process or the real binary), a TCP proxy that can drop replies, and
+//! small clients.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use telemetry_ingest::config::IngestArgs;
+use telemetry_ingest::server::{self, Listeners};
+use telemetry_proto::v1::Packet;
+use telemetry_proto::v1::telemetry_ingest_client::TelemetryIngestClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A redis-server child process; killed on drop.
+pub struct Redis {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// Extra redis-server arguments, e.g. `["--appendonly", "yes"]`.
+    pub fn start_with(extra: &[&str]) -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(redis_server())
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (make test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut c) = self.client().get_connection() {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).unwrap()
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        self.client().get_connection().unwrap()
+    }
+
+    /// Stops the server (SHUTDOWN, so an AOF is complete) and waits for it.
+    pub fn stop(&mut self) {
+        if let Ok(mut c) = self.client().get_connection() {
+            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query(&mut c);
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// `HGET tp:{p}:stats events`.
+    pub fn events(&self, pipeline: &str) -> u64 {
+        let v: Option<u64> = redis::cmd("HGET")
+            .arg(format!("tp:{{{pipeline}}}:stats"))
+            .arg("events")
+            .query(&mut self.conn())
+            .unwrap();
+        v.unwrap_or(0)
+    }
+
+    /// Sum of the per-device counts.
+    pub fn device_total(&self, pipeline: &str) -> u64 {
+        let rows: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(format!("tp:{{{pipeline}}}:devices"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(&mut self.conn())
+            .unwrap();
+        rows.iter().map(|(_, s)| *s as u64).sum()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn redis_server() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+/// An in-process ingest server.
+pub struct Ingest {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<telemetry_ingest::Result<()>>,
+}
+
+impl Ingest {
+    /// Starts a server with `telemetry-ingest` flags (listen flags are added).
+    pub async fn start(redis_url: &str, pipeline: &str, flags: &[&str]) -> Ingest {
+        let mut argv = vec![
+            "telemetry-ingest".to_string(),
+            "--grpc-listen=127.0.0.1:0".into(),
+            "--http-listen=127.0.0.1:0".into(),
+            format!("--redis-url={redis_url}"),
+            format!("--pipeline={pipeline}"),
+        ];
+        argv.extend(flags.iter().map(|s| s.to_string()));
+        let args = IngestArgs::try_parse_from(argv).unwrap();
+        let listeners = Listeners::bind(&args).await.unwrap();
+        let grpc = listeners.grpc.local_addr().unwrap();
+        let http = listeners.http.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server::run(args, listeners, shutdown.clone()));
+        let ingest = Ingest {
+            grpc,
+            http,
+            shutdown,
+            task,
+        };
+        ingest.wait_ready(Duration::from_secs(10)).await;
+        ingest
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub async fn client(&self) -> TelemetryIngestClient<tonic::transport::Channel> {
+        TelemetryIngestClient::connect(self.grpc_url())
+            .await
+            .unwrap()
+    }
+
+    pub async fn ready(&self) -> bool {
+        matches!(reqwest::get(format!("{}/readyz", self.http_url())).await, Ok(r) if r.status() == 200)
+    }
+
+    pub async fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.ready().await {
+            assert!(
+                Instant::now() < deadline,
+                "ingest not ready within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// The real `telemetry-ingest` binary as a child process.
+pub struct IngestProcess {
+    pub child: Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl IngestProcess {
+    pub async fn start(redis_url: &str, pipeline: &str, flags: &[&str]) -> IngestProcess {
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_telemetry-ingest"))
+            .arg(format!("--grpc-listen={grpc}"))
+            .arg(format!("--http-listen={http}"))
+            .arg(format!("--redis-url={redis_url}"))
+            .arg(format!("--pipeline={pipeline}"))
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = IngestProcess { child, grpc, http };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if matches!(reqwest::get(format!("http://{http}/readyz")).await, Ok(r) if r.status() == 200)
+            {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "telemetry-ingest did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for IngestProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy in front of Redis that can swallow the reply to the next
+/// flush script (EVAL/EVALSHA) and cut the connection instead, as when a
+/// network drop loses a reply after Redis applied the command.
+pub struct Proxy {
+    pub port: u16,
+    swallow_next_eval_reply: Arc<AtomicBool>,
+    pub swallowed: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let arm = Arc::new(AtomicBool::new(false));
+        let swallowed = Arc::new(AtomicBool::new(false));
+        let (a, s) = (arm.clone(), swallowed.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (a, s) = (a.clone(), s.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                        return;
+                    };
+                    pipe(client, server, a, s).await;
+                });
+            }
+        });
+        Proxy {
+            port,
+            swallow_next_eval_reply: arm,
+            swallowed,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn arm(&self) {
+        self.swallowed.store(false, Ordering::SeqCst);
+        self.swallow_next_eval_reply.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn pipe(
+    client: TcpStream,
+    server: TcpStream,
+    arm: Arc<AtomicBool>,
+    swallowed: Arc<AtomicBool>,
+) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let saw_eval = Arc::new(AtomicBool::new(false));
+    let seen = saw_eval.clone();
+    let arm_up = arm.clone();
+    let up = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if arm_up.load(Ordering::SeqCst) && contains(&buf[..n], b"EVAL") {
+                seen.store(true, Ordering::SeqCst);
+            }
+            if sw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if saw_eval.load(Ordering::SeqCst) && arm.swap(false, Ordering::SeqCst) {
+                // Give Redis time to finish the script, then lose its reply.
+                swallowed.store(true, Ordering::SeqCst);
+                return;
+            }
+            if cw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! { _ = up => {}, _ = down => {} }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A valid packet; `id` empty means no event id.
+pub fn packet(device: &str, id: &str) -> Packet {
+    Packet {
+        device_id: device.into(),
+        timestamp: telemetry_ingest::intake::now_ms(),
+        payload: b"{}".to_vec(),
+        event_type: "reading".into(),
+        event_id: id.into(),
+        user_id: String::new(),
+        value: 1.0,
+        attributes: Default::default(),
+    }
+}
+
+/// Unique pipeline name per test, so tests may share a Redis.
+pub fn pipeline(test: &str) -> String {
+    format!("{test}-{}", std::process::id())
+}
