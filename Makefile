@@ -1,0 +1,44 @@
+# Entry points. `make demo` and `make test` work on a fresh machine: both
+# install what is missing first (scripts/setup).
+
+CARGO ?= cargo
+
+.PHONY: setup build demo demo-stop test lint fmt crds bench testenv-up testenv-down
+
+setup:
+	@scripts/setup
+
+build: setup
+	$(CARGO) build --workspace --bins
+
+## A local pipeline: redis-server + telemetry-ingest, 100 000 events, results.
+demo: build
+	@scripts/demo
+
+demo-stop:
+	@scripts/demo stop
+
+## The whole test suite, end-to-end tests on a local control plane included.
+test: setup
+	@scripts/test
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Regenerate the CRD YAML from the Rust types (checked for drift by the tests).
+crds:
+	$(CARGO) run -q -p telemetry-operator --bin crdgen > crds/telemetrypipelines.yaml
+
+## Throughput and latency of the ingest path; writes figures to stdout.
+bench: setup
+	@scripts/bench
+
+testenv-up:
+	@scripts/testenv up
+
+testenv-down:
+	@scripts/testenv down
