@@ -164,6 +164,8 @@ fn check_retention(field: &str, seconds: u32) -> Result<()> {
 }
 
 #[cfg(test)]
+// Each test starts from the defaults and breaks one field at a time.
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use crate::aggregation::{LeaderboardConfig, WindowAggregate, WindowConfig};

@@ -28,6 +28,9 @@ pub const MAX_TOP_N: usize = 1_000;
 pub const DEFAULT_WINDOW_MINUTES: u32 = 15;
 pub const MAX_WINDOW_MINUTES: u32 = 1_440;
 
+/// One minute of a window as `HMGET count sum min max` returns it.
+type MinuteRow = (Option<u64>, Option<f64>, Option<f64>, Option<f64>);
+
 /// The read side of a pipeline.
 #[derive(Debug, Clone)]
 pub struct Query {
@@ -329,8 +332,7 @@ impl Query {
                 .arg(&["count", "sum", "min", "max"]);
         }
         let mut conn = self.conn();
-        let rows: Vec<(Option<u64>, Option<f64>, Option<f64>, Option<f64>)> =
-            pipe.query_async(&mut conn).await?;
+        let rows: Vec<MinuteRow> = pipe.query_async(&mut conn).await?;
         let points: Vec<WindowPoint> = starts
             .iter()
             .zip(rows)
