@@ -61,6 +61,8 @@ pub struct Partial {
 pub struct Submission<'a> {
     intake: &'a Intake,
     transport: &'static str,
+    /// `received_total{transport}`, looked up once per call, not per event.
+    received: prometheus::IntCounter,
     wait: Wait,
     chunk: Vec<Event>,
     /// Index (in the call) just past the last event of the open chunk.
@@ -86,6 +88,7 @@ impl Intake {
         Ok(Submission {
             intake: self,
             transport,
+            received: self.metrics.received.with_label_values(&[transport]),
             wait: if wait {
                 Wait::Upto(self.backpressure_timeout)
             } else {
@@ -117,11 +120,7 @@ impl Submission<'_> {
         }
         let index = self.next_index;
         self.next_index += 1;
-        self.intake
-            .metrics
-            .received
-            .with_label_values(&[self.transport])
-            .inc();
+        self.received.inc();
         match checked {
             Ok(event) => {
                 self.chunk.push(event);
