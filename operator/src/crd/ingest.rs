@@ -1,0 +1,203 @@
+//! `spec.ingest`: the ingest Deployment and its Service.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default gRPC port of the ingest pods and their Service.
+pub const DEFAULT_GRPC_PORT: i32 = 50051;
+/// Default HTTP port (API, `/healthz`, `/readyz`, `/metrics`).
+pub const DEFAULT_HTTP_PORT: i32 = 8000;
+/// Default bound of each pod's in-memory queue, in events.
+pub const DEFAULT_QUEUE_CAPACITY: i32 = 100_000;
+/// Default time an ingest pod gets to drain its queue after SIGTERM.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: i32 = 25;
+
+/// The ingest pods.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct IngestSpec {
+    /// Container image of the ingest service. Defaults to the image the
+    /// operator was started with (its `--ingest-image`), which matches the
+    /// operator's version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+
+    /// When the kubelet pulls the image: Always, IfNotPresent or Never.
+    /// Kubernetes' default when absent (Always for `:latest`, else IfNotPresent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// CPU and memory requests and limits of the ingest container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Number of ingest pods when autoscaling is absent or disabled. Also the
+    /// target of `kubectl scale tpl/NAME`. Ignored while autoscaling is enabled.
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+
+    /// Ports of the ingest containers and of their Service.
+    pub ports: IngestPorts,
+
+    /// Bound of each pod's in-memory queue, in events (`--queue-capacity`).
+    /// A full queue pushes back on clients.
+    #[schemars(range(min = 1, max = 10000000))]
+    pub queue_capacity: i32,
+
+    /// Seconds a pod gets after SIGTERM to drain its queue to Redis
+    /// (`--shutdown-timeout-seconds`). The pod's terminationGracePeriodSeconds
+    /// is sized from it.
+    #[schemars(range(min = 1, max = 3600))]
+    pub shutdown_timeout_seconds: i32,
+
+    /// Log format of the ingest pods: plain or json.
+    pub log_format: LogFormat,
+
+    /// Type of the ingest Service: ClusterIP, NodePort or LoadBalancer.
+    pub service_type: ServiceType,
+
+    /// Node labels the ingest pods must be scheduled on.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations of the ingest pods.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Affinity and anti-affinity of the ingest pods.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// How ingest pods spread across zones or nodes. Use the pods' labels
+    /// `app.kubernetes.io/name: telemetry-ingest` and
+    /// `app.kubernetes.io/instance: <pipeline name>` in the selector.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// Extra labels on the ingest pods. The operator's own
+    /// `app.kubernetes.io/*` labels win on conflict.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+
+    /// Extra annotations on the ingest pods.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+}
+
+impl Default for IngestSpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            image_pull_policy: None,
+            resources: None,
+            replicas: 1,
+            ports: IngestPorts::default(),
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            shutdown_timeout_seconds: DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
+            log_format: LogFormat::default(),
+            service_type: ServiceType::default(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            affinity: None,
+            topology_spread_constraints: Vec::new(),
+            pod_labels: BTreeMap::new(),
+            pod_annotations: BTreeMap::new(),
+        }
+    }
+}
+
+/// Ports of the ingest pods.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.grpc != self.http", "message": "ingest.ports.grpc and ingest.ports.http must differ"}
+]))]
+pub struct IngestPorts {
+    /// gRPC port (event streams and queries; port name `grpc`).
+    #[schemars(range(min = 1, max = 65535))]
+    pub grpc: i32,
+    /// HTTP port (JSON API, /healthz, /readyz, /metrics; port name `http`).
+    #[schemars(range(min = 1, max = 65535))]
+    pub http: i32,
+}
+
+impl Default for IngestPorts {
+    fn default() -> Self {
+        Self {
+            grpc: DEFAULT_GRPC_PORT,
+            http: DEFAULT_HTTP_PORT,
+        }
+    }
+}
+
+/// When the kubelet pulls an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PullPolicy {
+    /// Pull on every pod start.
+    Always,
+    /// Pull only when the image is not on the node.
+    IfNotPresent,
+    /// Never pull; the image must be on the node.
+    Never,
+}
+
+impl PullPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Log format of the ingest pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line (for log collectors).
+    #[default]
+    Json,
+}
+
+impl LogFormat {
+    /// The `--log-format` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Plain => "plain",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// How the ingest Service is exposed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ServiceType {
+    /// Reachable inside the cluster only.
+    #[default]
+    ClusterIP,
+    /// Also on a port of every node.
+    NodePort,
+    /// Also through a cloud load balancer.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}

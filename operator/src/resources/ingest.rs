@@ -1,0 +1,574 @@
+//! Children of the ingest side: the aggregation ConfigMap, the Deployment and
+//! its Service.
+//!
+//! Config changes reach running pods by hot reload, not by a rollout: the
+//! ConfigMap is mounted as a directory (never with `subPath`, which the kubelet
+//! does not refresh), the kubelet rewrites the file, and the ingest service
+//! reloads it without dropping or double-counting events. So the pod template
+//! deliberately carries no config hash.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec, Probe,
+    Service, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use super::{
+    Component, INGEST_UID, Names, RedisConnection, child_meta, container_security_context, labels,
+    pod_security_context, selector_labels,
+};
+use crate::crd::TelemetryPipeline;
+
+/// Key of the aggregation config in the ConfigMap.
+pub const CONFIG_KEY: &str = "aggregation.yaml";
+/// Where the ConfigMap is mounted (a directory, so updates propagate).
+pub const CONFIG_DIR: &str = "/etc/telemetry";
+/// Seconds the preStop hook waits before SIGTERM, so that endpoints stop
+/// sending new work to a terminating pod before it stops accepting.
+pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
+/// Margin on top of preStop + drain before the kubelet sends SIGKILL.
+pub const GRACE_MARGIN_SECONDS: i64 = 10;
+/// Name of the ingest container.
+pub const CONTAINER: &str = "ingest";
+
+/// The value of `--pipeline` (the Redis key prefix): `<namespace>/<name>`, so
+/// two pipelines sharing an external Redis never share keys.
+pub fn pipeline_id(tp: &TelemetryPipeline) -> String {
+    format!("{}/{}", tp.namespace().unwrap_or_default(), tp.name_any())
+}
+
+/// The ConfigMap with the rendered aggregation config.
+pub fn config_map(tp: &TelemetryPipeline) -> ConfigMap {
+    ConfigMap {
+        metadata: child_meta(tp, Component::Ingest, Names::of(tp).ingest),
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), config_text(tp))])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The aggregation config file the ingest pods read (`--config`).
+pub fn config_text(tp: &TelemetryPipeline) -> String {
+    format!(
+        "# Rendered by telemetry-operator from TelemetryPipeline {}.spec.aggregation; edits are overwritten.\n{}",
+        pipeline_id(tp),
+        tp.spec.aggregation.to_yaml()
+    )
+}
+
+/// terminationGracePeriodSeconds of an ingest pod: preStop, then the drain
+/// timeout the process is given, then a margin.
+pub fn termination_grace_period_seconds(tp: &TelemetryPipeline) -> i64 {
+    PRE_STOP_SLEEP_SECONDS
+        + i64::from(tp.spec.ingest.shutdown_timeout_seconds)
+        + GRACE_MARGIN_SECONDS
+}
+
+/// The label selector of the ingest pods as a string (status.selector, for the
+/// scale subresource).
+pub fn selector_string(tp: &TelemetryPipeline) -> String {
+    selector_labels(tp, Component::Ingest)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// The ingest Deployment. `replicas` is `None` while autoscaling is enabled:
+/// the field is then left out of the apply so the operator never fights
+/// whoever scales the Deployment.
+pub fn deployment(
+    tp: &TelemetryPipeline,
+    default_image: &str,
+    replicas: Option<i32>,
+) -> Deployment {
+    let spec = &tp.spec.ingest;
+    let names = Names::of(tp);
+    let redis = RedisConnection::of(tp);
+
+    let mut env_vars = vec![
+        env(
+            "TELEMETRY_GRPC_LISTEN",
+            format!("0.0.0.0:{}", spec.ports.grpc),
+        ),
+        env(
+            "TELEMETRY_HTTP_LISTEN",
+            format!("0.0.0.0:{}", spec.ports.http),
+        ),
+        env("TELEMETRY_REDIS_URL", redis.url),
+        env("TELEMETRY_PIPELINE", pipeline_id(tp)),
+        env("TELEMETRY_CONFIG", format!("{CONFIG_DIR}/{CONFIG_KEY}")),
+        env("TELEMETRY_QUEUE_CAPACITY", spec.queue_capacity.to_string()),
+        env(
+            "TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS",
+            spec.shutdown_timeout_seconds.to_string(),
+        ),
+        env("TELEMETRY_LOG_FORMAT", spec.log_format.as_str()),
+    ];
+    if let Some(selector) = redis.password {
+        env_vars.push(EnvVar {
+            name: "TELEMETRY_REDIS_PASSWORD".to_string(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(selector),
+                ..EnvVarSource::default()
+            }),
+        });
+    }
+
+    let http_probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String("http".to_string()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    };
+
+    let container = Container {
+        name: CONTAINER.to_string(),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| default_image.to_string()),
+        ),
+        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        env: Some(env_vars),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("grpc".to_string()),
+                container_port: spec.ports.grpc,
+                protocol: Some("TCP".to_string()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("http".to_string()),
+                container_port: spec.ports.http,
+                protocol: Some("TCP".to_string()),
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(http_probe("/readyz", 5, 2)),
+        liveness_probe: Some(Probe {
+            initial_delay_seconds: Some(5),
+            ..http_probe("/healthz", 10, 3)
+        }),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SLEEP_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        resources: spec.resources.clone(),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".to_string(),
+                mount_path: CONFIG_DIR.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "tmp".to_string(),
+                mount_path: "/tmp".to_string(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+
+    // User labels first, so the operator's own labels win on conflict (the
+    // selector must keep matching).
+    let mut pod_labels = spec.pod_labels.clone();
+    pod_labels.extend(labels(tp, Component::Ingest));
+    let mut pod_annotations = spec.pod_annotations.clone();
+    pod_annotations.insert(
+        "kubectl.kubernetes.io/default-container".to_string(),
+        CONTAINER.to_string(),
+    );
+
+    let non_empty = |m: &BTreeMap<String, String>| (!m.is_empty()).then(|| m.clone());
+    let pod = PodSpec {
+        containers: vec![container],
+        security_context: Some(pod_security_context(INGEST_UID)),
+        termination_grace_period_seconds: Some(termination_grace_period_seconds(tp)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        node_selector: non_empty(&spec.node_selector),
+        tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+        affinity: spec.affinity.clone(),
+        topology_spread_constraints: (!spec.topology_spread_constraints.is_empty())
+            .then(|| spec.topology_spread_constraints.clone()),
+        volumes: Some(vec![
+            Volume {
+                name: "config".to_string(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: names.ingest.clone(),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "tmp".to_string(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+        ]),
+        ..PodSpec::default()
+    };
+
+    Deployment {
+        metadata: child_meta(tp, Component::Ingest, names.ingest.clone()),
+        spec: Some(DeploymentSpec {
+            replicas,
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(tp, Component::Ingest)),
+                match_expressions: None,
+            },
+            // Surge first, never drop below the current capacity: a pod that
+            // leaves drains its queue, a new one is ready before that starts.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::String("25%".to_string())),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The ingest Service: gRPC and HTTP.
+pub fn service(tp: &TelemetryPipeline) -> Service {
+    let ports = &tp.spec.ingest.ports;
+    Service {
+        metadata: child_meta(tp, Component::Ingest, Names::of(tp).ingest),
+        spec: Some(ServiceSpec {
+            type_: Some(tp.spec.ingest.service_type.as_str().to_string()),
+            selector: Some(selector_labels(tp, Component::Ingest)),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("grpc".to_string()),
+                    port: ports.grpc,
+                    target_port: Some(IntOrString::String("grpc".to_string())),
+                    protocol: Some("TCP".to_string()),
+                    app_protocol: Some("kubernetes.io/h2c".to_string()),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some("http".to_string()),
+                    port: ports.http,
+                    target_port: Some(IntOrString::String("http".to_string())),
+                    protocol: Some("TCP".to_string()),
+                    ..ServicePort::default()
+                },
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ingest::{LogFormat, PullPolicy, ServiceType};
+    use k8s_openapi::api::core::v1::Toleration;
+    use telemetry_config::{AggregationConfig, WindowConfig};
+
+    const IMAGE: &str = "ghcr.io/telemetry-pipeline/telemetry-ingest:0.1.0";
+
+    fn pod(d: &Deployment) -> PodSpec {
+        d.spec.as_ref().unwrap().template.spec.clone().unwrap()
+    }
+
+    fn env_of(d: &Deployment) -> BTreeMap<String, EnvVar> {
+        pod(d).containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect()
+    }
+
+    fn value(env: &BTreeMap<String, EnvVar>, name: &str) -> String {
+        env[name]
+            .value
+            .clone()
+            .unwrap_or_else(|| panic!("{name} has no value"))
+    }
+
+    #[test]
+    fn config_map_renders_the_aggregation_config_that_the_ingest_service_parses() {
+        let mut agg = AggregationConfig::default();
+        agg.windows
+            .push(serde_yaml::from_str::<WindowConfig>("name: revenue").unwrap());
+        let tp = TelemetryPipeline::test().with_aggregation(agg.clone());
+        let cm = config_map(&tp);
+        assert_eq!(cm.metadata.name.as_deref(), Some("pipe-ingest"));
+        let text = &cm.data.unwrap()[CONFIG_KEY];
+        assert_eq!(AggregationConfig::from_yaml(text).unwrap(), agg);
+    }
+
+    #[test]
+    fn deployment_defaults_run_the_operator_image_with_the_contracted_env() {
+        let tp = TelemetryPipeline::test();
+        let d = deployment(&tp, IMAGE, Some(1));
+        assert_eq!(d.metadata.name.as_deref(), Some("pipe-ingest"));
+        let c = &pod(&d).containers[0];
+        assert_eq!(c.image.as_deref(), Some(IMAGE));
+        assert_eq!(c.image_pull_policy, None);
+        let env = env_of(&d);
+        assert_eq!(value(&env, "TELEMETRY_GRPC_LISTEN"), "0.0.0.0:50051");
+        assert_eq!(value(&env, "TELEMETRY_HTTP_LISTEN"), "0.0.0.0:8000");
+        assert_eq!(
+            value(&env, "TELEMETRY_REDIS_URL"),
+            "redis://pipe-redis.ns.svc:6379"
+        );
+        assert_eq!(value(&env, "TELEMETRY_PIPELINE"), "ns/pipe");
+        assert_eq!(
+            value(&env, "TELEMETRY_CONFIG"),
+            "/etc/telemetry/aggregation.yaml"
+        );
+        assert_eq!(value(&env, "TELEMETRY_QUEUE_CAPACITY"), "100000");
+        assert_eq!(value(&env, "TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS"), "25");
+        assert_eq!(value(&env, "TELEMETRY_LOG_FORMAT"), "json");
+        let pw = env["TELEMETRY_REDIS_PASSWORD"]
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!(
+            (pw.name.as_str(), pw.key.as_str()),
+            ("pipe-redis", "password")
+        );
+        let ports: Vec<_> = c
+            .ports
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [("grpc".to_string(), 50051), ("http".to_string(), 8000)]
+        );
+    }
+
+    #[test]
+    fn deployment_probes_readyz_and_healthz_and_sizes_the_grace_period_for_draining() {
+        let tp = TelemetryPipeline::test();
+        let d = deployment(&tp, IMAGE, Some(1));
+        let p = pod(&d);
+        let c = &p.containers[0];
+        let path = |probe: &Option<Probe>| probe.clone().unwrap().http_get.unwrap().path.unwrap();
+        assert_eq!(path(&c.readiness_probe), "/readyz");
+        assert_eq!(path(&c.liveness_probe), "/healthz");
+        let sleep = c
+            .lifecycle
+            .clone()
+            .unwrap()
+            .pre_stop
+            .unwrap()
+            .sleep
+            .unwrap();
+        assert_eq!(sleep.seconds, PRE_STOP_SLEEP_SECONDS);
+        assert_eq!(p.termination_grace_period_seconds, Some(5 + 25 + 10));
+
+        let tp = TelemetryPipeline::test().with_ingest(|i| i.shutdown_timeout_seconds = 120);
+        assert_eq!(
+            pod(&deployment(&tp, IMAGE, Some(1))).termination_grace_period_seconds,
+            Some(135)
+        );
+        let env = env_of(&deployment(&tp, IMAGE, Some(1)));
+        assert_eq!(value(&env, "TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS"), "120");
+    }
+
+    #[test]
+    fn deployment_is_locked_down() {
+        let d = deployment(&TelemetryPipeline::test(), IMAGE, Some(1));
+        let p = pod(&d);
+        let psc = p.security_context.clone().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let sc = p.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    }
+
+    #[test]
+    fn config_reaches_pods_by_a_directory_mount_not_a_rollout() {
+        let d = deployment(&TelemetryPipeline::test(), IMAGE, Some(1));
+        let p = pod(&d);
+        let mount = p.containers[0]
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == "config")
+            .unwrap();
+        assert_eq!(mount.mount_path, CONFIG_DIR);
+        assert_eq!(mount.sub_path, None, "subPath mounts are never refreshed");
+        let annotations = d
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap();
+        assert!(
+            annotations.keys().all(|k| !k.contains("hash")),
+            "a config hash would force a rollout: {annotations:?}"
+        );
+        // And the template does not change when only the aggregation does.
+        let mut agg = AggregationConfig::default();
+        agg.dedup.enabled = false;
+        let changed = TelemetryPipeline::test().with_aggregation(agg);
+        assert_eq!(
+            deployment(&changed, IMAGE, Some(1)),
+            deployment(&TelemetryPipeline::test(), IMAGE, Some(1))
+        );
+    }
+
+    #[test]
+    fn replicas_are_left_out_when_the_caller_says_so() {
+        let tp = TelemetryPipeline::test().with_ingest(|i| i.replicas = 3);
+        assert_eq!(
+            deployment(&tp, IMAGE, Some(3)).spec.unwrap().replicas,
+            Some(3)
+        );
+        let d = deployment(&tp, IMAGE, None);
+        assert_eq!(d.spec.as_ref().unwrap().replicas, None);
+        let json = serde_json::to_value(&d).unwrap();
+        assert!(
+            json["spec"].get("replicas").is_none(),
+            "must not be serialised at all"
+        );
+    }
+
+    #[test]
+    fn deployment_takes_every_pod_override() {
+        let tp = TelemetryPipeline::test().with_ingest(|i| {
+            i.image = Some("example.com/ingest:dev".into());
+            i.image_pull_policy = Some(PullPolicy::Always);
+            i.log_format = LogFormat::Plain;
+            i.queue_capacity = 5000;
+            i.ports.grpc = 9000;
+            i.ports.http = 9001;
+            i.node_selector.insert("pool".into(), "ingest".into());
+            i.tolerations.push(Toleration {
+                key: Some("dedicated".into()),
+                operator: Some("Exists".into()),
+                ..Default::default()
+            });
+            i.affinity = Some(Default::default());
+            i.topology_spread_constraints.push(Default::default());
+            i.pod_labels.insert("team".into(), "data".into());
+            i.pod_labels
+                .insert("app.kubernetes.io/name".into(), "hijack".into());
+            i.pod_annotations.insert("example.com/a".into(), "b".into());
+        });
+        let d = deployment(&tp, IMAGE, Some(1));
+        let meta = d.spec.as_ref().unwrap().template.metadata.clone().unwrap();
+        let labels = meta.labels.unwrap();
+        assert_eq!(labels["team"], "data");
+        assert_eq!(
+            labels["app.kubernetes.io/name"], "telemetry-ingest",
+            "selector labels win"
+        );
+        assert_eq!(meta.annotations.unwrap()["example.com/a"], "b");
+        let p = pod(&d);
+        assert_eq!(p.node_selector.unwrap()["pool"], "ingest");
+        assert_eq!(p.tolerations.unwrap()[0].key.as_deref(), Some("dedicated"));
+        assert!(p.affinity.is_some());
+        assert_eq!(p.topology_spread_constraints.unwrap().len(), 1);
+        let c = &p.containers[0];
+        assert_eq!(c.image.as_deref(), Some("example.com/ingest:dev"));
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+        let env = env_of(&d);
+        assert_eq!(value(&env, "TELEMETRY_GRPC_LISTEN"), "0.0.0.0:9000");
+        assert_eq!(value(&env, "TELEMETRY_HTTP_LISTEN"), "0.0.0.0:9001");
+        assert_eq!(value(&env, "TELEMETRY_LOG_FORMAT"), "plain");
+        assert_eq!(value(&env, "TELEMETRY_QUEUE_CAPACITY"), "5000");
+
+        let tp = tp.with_ingest(|i| i.service_type = ServiceType::LoadBalancer);
+        let svc = service(&tp).spec.unwrap();
+        assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
+        let ports: Vec<_> = svc.ports.unwrap().into_iter().map(|p| p.port).collect();
+        assert_eq!(ports, [9000, 9001]);
+    }
+
+    #[test]
+    fn external_redis_without_a_password_sets_no_password_env() {
+        let tp = TelemetryPipeline::test().with_external_redis("redis://r:6379", None);
+        let env = env_of(&deployment(&tp, IMAGE, Some(1)));
+        assert_eq!(value(&env, "TELEMETRY_REDIS_URL"), "redis://r:6379");
+        assert!(!env.contains_key("TELEMETRY_REDIS_PASSWORD"));
+    }
+
+    #[test]
+    fn service_exposes_grpc_50051_and_http_8000_to_the_ingest_pods() {
+        let tp = TelemetryPipeline::test();
+        let svc = service(&tp);
+        assert_eq!(svc.metadata.name.as_deref(), Some("pipe-ingest"));
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(spec.selector, Some(selector_labels(&tp, Component::Ingest)));
+        let ports: Vec<_> = spec
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.port))
+            .collect();
+        assert_eq!(
+            ports,
+            [("grpc".to_string(), 50051), ("http".to_string(), 8000)]
+        );
+    }
+
+    #[test]
+    fn selector_string_matches_the_deployment_selector() {
+        let tp = TelemetryPipeline::test();
+        assert_eq!(
+            selector_string(&tp),
+            "app.kubernetes.io/instance=pipe,app.kubernetes.io/name=telemetry-ingest"
+        );
+    }
+}

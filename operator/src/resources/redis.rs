@@ -1,0 +1,446 @@
+//! Children of a managed Redis: Secret, redis.conf ConfigMap, headless and
+//! client Services, and the StatefulSet with its volume claim template.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Secret,
+    SecretKeySelector, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+
+use super::{
+    Component, Names, REDIS_UID, child_meta, container_security_context, pod_security_context,
+    selector_labels,
+};
+use crate::crd::TelemetryPipeline;
+use crate::crd::redis::{ManagedRedis, PASSWORD_KEY};
+
+/// Port Redis listens on.
+pub const REDIS_PORT: i32 = 6379;
+/// Key of redis.conf in the ConfigMap.
+pub const CONFIG_KEY: &str = "redis.conf";
+/// Where the ConfigMap is mounted.
+pub const CONFIG_DIR: &str = "/etc/redis";
+/// Where the PersistentVolumeClaim is mounted (Redis' `dir`, holding the AOF).
+pub const DATA_DIR: &str = "/data";
+/// Name of the volume claim template (the PVC is `data-NAME-redis-0`).
+pub const DATA_VOLUME: &str = "data";
+/// Env var the password reaches the Redis container through.
+pub const PASSWORD_ENV: &str = "REDIS_PASSWORD";
+/// Pod-template annotation with a hash of redis.conf: Redis does not reload
+/// its config file, so a change must restart the pod (AOF keeps the data).
+pub const CONFIG_HASH_ANNOTATION: &str = "telemetrypipeline.io/redis-config-hash";
+/// Length of a generated password, in characters.
+pub const PASSWORD_LEN: usize = 32;
+
+/// The URL ingest pods use for a managed Redis: its client Service.
+pub fn url(tp: &TelemetryPipeline) -> String {
+    format!(
+        "redis://{}.{}.svc:{REDIS_PORT}",
+        Names::of(tp).redis,
+        tp.namespace().unwrap_or_default()
+    )
+}
+
+/// A new random password: alphanumeric, so it needs no quoting anywhere.
+pub fn generate_password() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), PASSWORD_LEN)
+}
+
+/// The Secret holding the Redis password. The operator creates it once with a
+/// generated password and afterwards only re-applies the value it read back,
+/// so the password is never rotated by accident.
+pub fn secret(tp: &TelemetryPipeline, password: &str) -> Secret {
+    Secret {
+        metadata: child_meta(tp, Component::Redis, Names::of(tp).redis),
+        type_: Some("Opaque".to_string()),
+        data: Some(BTreeMap::from([(
+            PASSWORD_KEY.to_string(),
+            ByteString(password.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+/// The redis.conf text: AOF on with the chosen fsync policy. `dir` and the
+/// password are passed as arguments instead (the password must never sit in a
+/// ConfigMap; `dir` is a mount path).
+pub fn config_text(tp: &TelemetryPipeline, managed: &ManagedRedis) -> String {
+    format!(
+        "# Managed by telemetry-operator for TelemetryPipeline {ns}/{name}; edits are overwritten.\n\
+         port {REDIS_PORT}\n\
+         appendonly yes\n\
+         appendfsync {fsync}\n\
+         appendfilename \"appendonly.aof\"\n\
+         aof-use-rdb-preamble yes\n\
+         save \"\"\n\
+         protected-mode no\n",
+        ns = tp.namespace().unwrap_or_default(),
+        name = tp.name_any(),
+        fsync = managed.appendfsync.as_str(),
+    )
+}
+
+/// The ConfigMap with redis.conf.
+pub fn config_map(tp: &TelemetryPipeline, managed: &ManagedRedis) -> ConfigMap {
+    ConfigMap {
+        metadata: child_meta(tp, Component::Redis, Names::of(tp).redis),
+        data: Some(BTreeMap::from([(
+            CONFIG_KEY.to_string(),
+            config_text(tp, managed),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+fn redis_port() -> ServicePort {
+    ServicePort {
+        name: Some("redis".to_string()),
+        port: REDIS_PORT,
+        target_port: Some(IntOrString::String("redis".to_string())),
+        protocol: Some("TCP".to_string()),
+        ..ServicePort::default()
+    }
+}
+
+/// The headless Service that gives the StatefulSet's pod a stable DNS name.
+pub fn headless_service(tp: &TelemetryPipeline) -> Service {
+    Service {
+        metadata: child_meta(tp, Component::Redis, Names::of(tp).redis_headless),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_string()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(tp, Component::Redis)),
+            ports: Some(vec![redis_port()]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The client Service the ingest pods connect to.
+pub fn client_service(tp: &TelemetryPipeline) -> Service {
+    Service {
+        metadata: child_meta(tp, Component::Redis, Names::of(tp).redis),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_string()),
+            selector: Some(selector_labels(tp, Component::Redis)),
+            ports: Some(vec![redis_port()]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Short hex digest of a text (pod-template annotations).
+pub fn hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The single-replica Redis StatefulSet: redis.conf from the ConfigMap, the
+/// password from the Secret, the AOF on the claim `data`, TCP probes.
+pub fn stateful_set(tp: &TelemetryPipeline, managed: &ManagedRedis) -> StatefulSet {
+    let names = Names::of(tp);
+    let pod_labels = super::labels(tp, Component::Redis);
+    let tcp_probe = |initial: i32, period: i32, failures: i32| Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String("redis".to_string()),
+            host: None,
+        }),
+        initial_delay_seconds: Some(initial),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: "redis".to_string(),
+        image: Some(managed.image.clone()),
+        command: Some(vec!["redis-server".to_string()]),
+        args: Some(vec![
+            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+            "--dir".to_string(),
+            DATA_DIR.to_string(),
+            "--requirepass".to_string(),
+            format!("$({PASSWORD_ENV})"),
+        ]),
+        env: Some(vec![EnvVar {
+            name: PASSWORD_ENV.to_string(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: names.redis.clone(),
+                    key: PASSWORD_KEY.to_string(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("redis".to_string()),
+            container_port: REDIS_PORT,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(tcp_probe(2, 5, 3)),
+        liveness_probe: Some(tcp_probe(15, 10, 6)),
+        resources: managed.resources.clone(),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".to_string(),
+                mount_path: CONFIG_DIR.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: DATA_VOLUME.to_string(),
+                mount_path: DATA_DIR.to_string(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_string()),
+            labels: Some(selector_labels(tp, Component::Redis)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+            storage_class_name: managed.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    managed.storage.size.clone(),
+                )])),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    };
+    StatefulSet {
+        metadata: child_meta(tp, Component::Redis, names.redis.clone()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(names.redis_headless.clone()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(tp, Component::Redis)),
+                match_expressions: None,
+            },
+            // The claim outlives the pipeline: deleting a pipeline must not
+            // silently delete its data. Delete the PVC by hand to discard it.
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".to_string()),
+                    when_scaled: Some("Retain".to_string()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        hash(&config_text(tp, managed)),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    security_context: Some(pod_security_context(REDIS_UID)),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(30),
+                    volumes: Some(vec![Volume {
+                        name: "config".to_string(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: names.redis.clone(),
+                            ..ConfigMapVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![claim]),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::redis::AppendFsync;
+
+    fn managed(tp: &TelemetryPipeline) -> ManagedRedis {
+        tp.spec.redis.managed().expect("managed mode")
+    }
+
+    #[test]
+    fn generated_passwords_are_long_alphanumeric_and_distinct() {
+        let a = generate_password();
+        let b = generate_password();
+        assert_eq!(a.len(), PASSWORD_LEN);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn secret_holds_the_given_password_under_the_password_key() {
+        let tp = TelemetryPipeline::test();
+        let s = secret(&tp, "hunter2");
+        assert_eq!(s.metadata.name.as_deref(), Some("pipe-redis"));
+        assert_eq!(s.data.unwrap()["password"].0, b"hunter2");
+    }
+
+    #[test]
+    fn redis_conf_turns_on_aof_with_the_default_everysec() {
+        let tp = TelemetryPipeline::test();
+        let text = config_text(&tp, &managed(&tp));
+        assert!(text.contains("appendonly yes\n"), "{text}");
+        assert!(text.contains("appendfsync everysec\n"), "{text}");
+        assert!(
+            !text.contains("requirepass"),
+            "the password must not be in the ConfigMap"
+        );
+    }
+
+    #[test]
+    fn redis_conf_follows_appendfsync_always_and_the_pod_hash_changes() {
+        let tp = TelemetryPipeline::test();
+        let mut m = managed(&tp);
+        let before = stateful_set(&tp, &m);
+        m.appendfsync = AppendFsync::Always;
+        assert!(config_text(&tp, &m).contains("appendfsync always\n"));
+        let after = stateful_set(&tp, &m);
+        let hash_of = |s: &StatefulSet| {
+            s.spec
+                .as_ref()
+                .unwrap()
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        assert_ne!(hash_of(&before), hash_of(&after));
+    }
+
+    #[test]
+    fn services_select_the_redis_pods_and_the_headless_one_has_no_cluster_ip() {
+        let tp = TelemetryPipeline::test();
+        let headless = headless_service(&tp);
+        let client = client_service(&tp);
+        assert_eq!(
+            headless.metadata.name.as_deref(),
+            Some("pipe-redis-headless")
+        );
+        assert_eq!(client.metadata.name.as_deref(), Some("pipe-redis"));
+        let hs = headless.spec.unwrap();
+        assert_eq!(hs.cluster_ip.as_deref(), Some("None"));
+        let cs = client.spec.unwrap();
+        assert_eq!(cs.cluster_ip, None, "the apiserver allocates it");
+        assert_eq!(hs.selector, cs.selector);
+        assert_eq!(cs.selector.unwrap()["app.kubernetes.io/name"], "redis");
+        assert_eq!(cs.ports.unwrap()[0].port, 6379);
+    }
+
+    #[test]
+    fn stateful_set_runs_redis_with_the_config_password_pvc_and_probe() {
+        let tp = TelemetryPipeline::test();
+        let sts = stateful_set(&tp, &managed(&tp));
+        let spec = sts.spec.unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.service_name.as_deref(), Some("pipe-redis-headless"));
+        let pod = spec.template.spec.unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("redis:7.2"));
+        assert_eq!(
+            c.command.as_deref(),
+            Some(&["redis-server".to_string()][..])
+        );
+        let args = c.args.clone().unwrap();
+        assert_eq!(args[0], "/etc/redis/redis.conf");
+        assert!(args.windows(2).any(|w| w == ["--dir", "/data"]));
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--requirepass", "$(REDIS_PASSWORD)"])
+        );
+        let env = &c.env.as_ref().unwrap()[0];
+        let from = env
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (from.name.as_str(), from.key.as_str()),
+            ("pipe-redis", "password")
+        );
+        assert!(c.readiness_probe.as_ref().unwrap().tcp_socket.is_some());
+        let claims = spec.volume_claim_templates.unwrap();
+        let claim = claims[0].spec.as_ref().unwrap();
+        assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+        assert_eq!(
+            claim.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+            "1Gi"
+        );
+        assert_eq!(claim.storage_class_name, None);
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(pod.security_context.unwrap().run_as_user, Some(REDIS_UID));
+    }
+
+    #[test]
+    fn stateful_set_takes_image_storage_and_resources_overrides() {
+        let tp = TelemetryPipeline::test().with_managed_redis(|m| {
+            m.image = "redis:7.4".into();
+            m.storage.size = k8s_openapi::apimachinery::pkg::api::resource::Quantity("20Gi".into());
+            m.storage.storage_class_name = Some("fast".into());
+            m.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                limits: Some(BTreeMap::from([(
+                    "memory".to_string(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()),
+                )])),
+                ..Default::default()
+            });
+        });
+        let sts = stateful_set(&tp, &managed(&tp));
+        let spec = sts.spec.unwrap();
+        let c = &spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(c.image.as_deref(), Some("redis:7.4"));
+        assert_eq!(
+            c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+            "1Gi"
+        );
+        let claim = spec.volume_claim_templates.unwrap()[0]
+            .spec
+            .clone()
+            .unwrap();
+        assert_eq!(claim.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            claim.resources.unwrap().requests.unwrap()["storage"].0,
+            "20Gi"
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! Test support: an in-process operator per test namespace, the examples,
+//! the `telemetryctl` binary, and small waits on the real apiserver.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use telemetry_operator::TelemetryPipeline;
+use telemetry_operator::config::Settings;
+use telemetry_testenv::{Cluster, TestNamespace, wait_for};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a pipeline may take to become Ready (a Redis and an ingest
+/// process start on a loaded two-core machine).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The ingest image the operator is told to use; the kubelet stand-in maps
+/// any `*/telemetry-ingest` image to the workspace's binary.
+pub const INGEST_IMAGE: &str = "ghcr.io/telemetry-pipeline/telemetry-ingest:dev";
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// An example manifest from `examples/`.
+pub fn example(file: &str) -> PathBuf {
+    repo_root().join("examples").join(file)
+}
+
+/// The operator, running in this process against one namespace.
+pub struct Operator {
+    shutdown: CancellationToken,
+    task: JoinHandle<telemetry_operator::Result<()>>,
+    /// Where its /metrics, /healthz and /readyz are served.
+    pub http: String,
+}
+
+impl Operator {
+    /// Starts the operator for namespace `ns` and waits until /readyz says so.
+    pub async fn start(client: Client, ns: &str) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let http = format!("http://{}", listener.local_addr()?);
+        let settings = Settings {
+            namespace: Some(ns.to_string()),
+            ingest_image: INGEST_IMAGE.to_string(),
+            ..Settings::default()
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(telemetry_operator::run(
+            client,
+            settings,
+            listener,
+            shutdown.clone(),
+        ));
+        let url = format!("{http}/readyz");
+        wait_for("the operator's /readyz", Duration::from_secs(30), || {
+            let url = url.clone();
+            async move {
+                let resp = reqwest::get(&url).await.ok()?;
+                resp.status().is_success().then_some(())
+            }
+        })
+        .await?;
+        Ok(Self {
+            shutdown,
+            task,
+            http,
+        })
+    }
+
+    /// Stops it the way SIGTERM does and waits until it has exited cleanly.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .context("the operator did not shut down within 30 s")??
+            .context("the operator's run() failed")?;
+        Ok(())
+    }
+
+    /// The value of one sample on /metrics (0 when absent), e.g.
+    /// `telemetry_operator_reconciliations_total{result="ok"}`.
+    pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.http))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter(|(name, _)| *name == series)
+            .map(|(_, v)| v.parse::<f64>().unwrap_or(0.0))
+            .sum())
+    }
+
+    /// Sum of every `telemetry_operator_child_writes_total` sample.
+    pub async fn child_writes(&self) -> anyhow::Result<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.http))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("telemetry_operator_child_writes_total"))
+            .filter_map(|l| l.rsplit_once(' '))
+            .map(|(_, v)| v.parse::<f64>().unwrap_or(0.0))
+            .sum())
+    }
+}
+
+/// A test's world: the cluster, a fresh namespace, a client and an operator.
+pub struct World {
+    pub cluster: &'static Cluster,
+    pub ns: TestNamespace,
+    pub client: Client,
+    pub operator: Option<Operator>,
+}
+
+impl World {
+    /// A namespace `<prefix>-<random>` with an operator watching it.
+    pub async fn new(prefix: &str) -> anyhow::Result<Self> {
+        let cluster = telemetry_testenv::cluster().await?;
+        let ns = cluster.namespace(prefix).await?;
+        let client = cluster.client();
+        let operator = Operator::start(client.clone(), &ns.name).await?;
+        Ok(Self {
+            cluster,
+            ns,
+            client,
+            operator: Some(operator),
+        })
+    }
+
+    /// The namespace's name.
+    pub fn ns(&self) -> &str {
+        &self.ns.name
+    }
+
+    /// Typed API in the test namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    /// Runs kubectl in the test namespace; returns its output (not checked).
+    pub async fn kubectl(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut cmd = self.cluster.kubectl();
+        cmd.arg("-n").arg(self.ns()).args(args);
+        Ok(tokio::task::spawn_blocking(move || cmd.output()).await??)
+    }
+
+    /// Runs kubectl and fails with its stderr unless it succeeds; returns stdout.
+    pub async fn kubectl_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.kubectl(args).await?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `kubectl apply -f <example>` and `kubectl wait --for=condition=Ready`,
+    /// as a user would.
+    pub async fn apply_and_wait_ready(
+        &self,
+        file: &str,
+        name: &str,
+    ) -> anyhow::Result<TelemetryPipeline> {
+        let path = example(file);
+        self.kubectl_ok(&["apply", "-f", path.to_str().unwrap()])
+            .await?;
+        self.wait_ready(name).await
+    }
+
+    /// `kubectl wait --for=condition=Ready tpl/NAME`.
+    pub async fn wait_ready(&self, name: &str) -> anyhow::Result<TelemetryPipeline> {
+        let timeout = format!("--timeout={}s", READY_TIMEOUT.as_secs());
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("tpl/{name}"),
+            &timeout,
+        ])
+        .await?;
+        Ok(self.api::<TelemetryPipeline>().get(name).await?)
+    }
+
+    /// Waits until the pipeline's condition `type_` has `status`.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+    ) -> anyhow::Result<TelemetryPipeline> {
+        let api = self.api::<TelemetryPipeline>();
+        wait_for(
+            &format!("{type_}={status} on tpl/{name}"),
+            READY_TIMEOUT,
+            || {
+                let api = api.clone();
+                async move {
+                    let tp = api.get(name).await.ok()?;
+                    (tp.condition(type_)?.status == status).then_some(tp)
+                }
+            },
+        )
+        .await
+    }
+
+    /// The Ready ingest pods of pipeline `name`.
+    pub async fn ingest_pods(&self, name: &str, count: usize) -> anyhow::Result<Vec<Pod>> {
+        let selector =
+            format!("app.kubernetes.io/name=telemetry-ingest,app.kubernetes.io/instance={name}");
+        telemetry_testenv::ready_pods(&self.client, self.ns(), &selector, count, READY_TIMEOUT)
+            .await
+    }
+
+    /// `(kind/name → resourceVersion)` of the pipeline and every child.
+    pub async fn versions(&self, name: &str) -> anyhow::Result<BTreeMap<String, String>> {
+        let selector = format!("app.kubernetes.io/instance={name}");
+        let lp = ListParams::default().labels(&selector);
+        let mut out = BTreeMap::new();
+        let tp = self.api::<TelemetryPipeline>().get(name).await?;
+        out.insert(
+            format!("TelemetryPipeline/{name}"),
+            tp.resource_version().unwrap_or_default(),
+        );
+        macro_rules! collect {
+            ($($k:ty),*) => {$(
+                for o in self.api::<$k>().list(&lp).await?.items {
+                    out.insert(
+                        format!("{}/{}", stringify!($k), o.name_any()),
+                        o.resource_version().unwrap_or_default(),
+                    );
+                }
+            )*};
+        }
+        collect!(Deployment, StatefulSet, Service, ConfigMap, Secret);
+        Ok(out)
+    }
+}
+
+/// The directory of the workspace's binaries (next to this test's `deps/`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
+}
+
+/// Runs `telemetryctl` with `args`; fails unless it exits 0.
+pub async fn telemetryctl(args: &[&str]) -> anyhow::Result<String> {
+    let bin = bin_dir().join("telemetryctl");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p telemetry-ingest --bins)",
+        bin.display()
+    );
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    if !out.status.success() {
+        bail!(
+            "telemetryctl {args:?} exited {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Events per device, as `telemetryctl devices --json` reports them.
+pub async fn device_counts(http: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+    let text = telemetryctl(&["devices", "--http", http, "--json", "--limit", "1000"]).await?;
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&text).with_context(|| format!("devices JSON: {text}"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| Some((r["deviceId"].as_str()?.to_string(), r["count"].as_u64()?)))
+        .collect())
+}
+
+/// A pod's IP.
+pub fn pod_ip(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("a Ready pod has an IP")
+}
