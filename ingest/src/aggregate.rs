@@ -1,19 +1,26 @@
-//! From a batch of events and the aggregation settings to the Redis
-//! operations of one flush: a pure function, tested without Redis.
+//! From a batch of events and the aggregation settings to the Redis writes of
+//! one flush: a pure function, tested without Redis.
 //!
-//! Events without an id (or with dedup off) are summed in memory: a thousand
-//! events of ten devices become ten `ZINCRBY`s. Events with an id become
-//! *conditional entries*: the flush script claims the id in Redis first and
-//! applies the entry's operations only when the claim is new, so a duplicate
-//! costs nothing and dedup holds across pods. The recent-events pushes of all
-//! events travel as entries in arrival order, so lists keep that order.
+//! Everything that can be summed is summed in memory: a thousand events of
+//! ten devices become ten `ZINCRBY`s, whatever their ids. Only what cannot be
+//! summed stays per event: the dedup claim of an event id and the
+//! recent-events value. The plan is built on the assumption that every claim
+//! is new (duplicates are rare); when Redis finds claimed ids, the flush
+//! script writes nothing and says which, and [`Plan::writes`] recomputes the
+//! sums without those events (see `store`). An id repeated inside one flush
+//! is a duplicate whatever Redis holds, so that is decided here.
+//!
+//! The plan is built incrementally ([`Plan::add`]) so that the flusher can
+//! stop adding events once the flush's estimated Redis time
+//! ([`Plan::cost_micros`]) reaches its budget.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 
+use foldhash::HashMap;
 use globset::GlobSet;
 use telemetry_config::{AggregationConfig, LeaderboardMember, LeaderboardScore, WindowAggregate};
 
-use crate::event::{Event, EventJson};
+use crate::event::{Event, write_recent_json};
 use crate::keys::{DEDUP_BUCKET_SECONDS, Keys, bucket_start};
 
 /// The aggregation settings, with filters compiled for the hot path.
@@ -36,7 +43,7 @@ impl Settings {
 
     /// Whether the filters drop this event before any aggregation.
     pub fn drops(&self, event: &Event) -> bool {
-        self.drop_types.contains(&event.event_type)
+        (!self.drop_types.is_empty() && self.drop_types.contains(&event.event_type))
             || (!self.drop_devices.is_empty() && self.drop_devices.is_match(&event.device_id))
     }
 }
@@ -60,20 +67,39 @@ pub enum OpKind {
     HashMin,
     /// `HSET key field x` when larger than the stored value
     HashMax,
-    /// `LPUSH key value...` (field unused)
-    ListPush,
 }
 
 impl OpKind {
-    /// The code the flush script dispatches on.
-    pub fn code(self) -> &'static str {
+    /// Every kind, in the order the flush script reads them.
+    pub const ALL: [OpKind; 5] = [
+        OpKind::HashIncr,
+        OpKind::HashIncrFloat,
+        OpKind::ZsetIncr,
+        OpKind::HashMin,
+        OpKind::HashMax,
+    ];
+
+    fn identity(self) -> f64 {
         match self {
-            OpKind::HashIncr => "h",
-            OpKind::HashIncrFloat => "f",
-            OpKind::ZsetIncr => "z",
-            OpKind::HashMin => "mn",
-            OpKind::HashMax => "mx",
-            OpKind::ListPush => "l",
+            OpKind::HashMin => f64::INFINITY,
+            OpKind::HashMax => f64::NEG_INFINITY,
+            _ => 0.0,
+        }
+    }
+
+    fn combine(self, acc: f64, x: f64) -> f64 {
+        match self {
+            OpKind::HashMin => acc.min(x),
+            OpKind::HashMax => acc.max(x),
+            _ => acc + x,
+        }
+    }
+
+    /// Redis commands the script spends on one op (min/max read first).
+    fn commands(self) -> usize {
+        match self {
+            OpKind::HashMin | OpKind::HashMax => 2,
+            _ => 1,
         }
     }
 }
@@ -87,22 +113,6 @@ pub enum Expiry {
     In(u32),
 }
 
-/// The amount an operation applies.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Amount {
-    Num(f64),
-    Text(String),
-}
-
-/// One event whose operations depend on a dedup claim, or a recent-events
-/// push kept in arrival order (then `claim` is None).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// (dedup set key, event id)
-    pub claim: Option<(String, String)>,
-    pub refs: Vec<(u32, Amount)>,
-}
-
 /// What happened to each event of the batch, by position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
@@ -110,22 +120,134 @@ pub enum Slot {
     Dropped,
     /// Aggregated unconditionally.
     Counted,
-    /// Aggregated if its claim (entry index) is new.
+    /// Aggregated if its claim (the claim's number in this plan) is new.
     Claimed(u32),
 }
 
-/// The Redis work of one flush.
-#[derive(Debug, Default, Clone)]
+/// Estimated Redis CPU of one command issued by the flush script, and of one
+/// per-event value (a claimed id, a recent-events value), in microseconds.
+/// Calibrated with `INFO commandstats` (usec_per_call of `evalsha`).
+const COMMAND_MICROS: f64 = 3.0;
+const VALUE_MICROS: f64 = 1.5;
+
+/// The Redis work of one flush, built event by event.
+#[derive(Debug, Default)]
 pub struct Plan {
-    /// Distinct (kind, key, field) triples, referenced by index.
-    pub ops: Vec<(OpKind, String, String)>,
-    index: HashMap<(OpKind, String, String), u32>,
-    /// Pre-summed amounts of unconditional events, by op index.
-    pub unconditional: BTreeMap<u32, f64>,
-    pub entries: Vec<Entry>,
-    pub expires: BTreeMap<String, Expiry>,
-    pub trims: BTreeMap<String, u32>,
+    /// One per event added, in order.
     pub slots: Vec<Slot>,
+    keys: Vec<PlannedKey>,
+    ops: Vec<Op>,
+    stats: Option<u32>,
+    /// device id → its `ZINCRBY` on the devices key
+    devices: HashMap<String, u32>,
+    /// event type → its `HINCRBY` on the types key
+    types: HashMap<String, u32>,
+    buckets: Vec<Bucket>,
+    lists: Vec<List>,
+    list_index: HashMap<String, u32>,
+    groups: Vec<ClaimGroup>,
+    claims: Vec<Claim>,
+    /// (op, amount) of claimed events, in claim order (see `Claim::contrib`).
+    contributions: Vec<(u32, f64)>,
+    /// Claims that repeat an id claimed earlier in the same plan.
+    repeats: Vec<u32>,
+    commands: usize,
+    values: usize,
+}
+
+#[derive(Debug)]
+struct PlannedKey {
+    name: String,
+    expiry: Option<Expiry>,
+}
+
+#[derive(Debug)]
+struct Op {
+    kind: OpKind,
+    key: u32,
+    field: String,
+    /// Every contribution, as if all claims are new.
+    total: f64,
+    /// Contributions of unclaimed events only (None: there are none).
+    unconditional: Option<f64>,
+}
+
+/// A window minute / hour or a leaderboard bucket and its ops.
+#[derive(Debug)]
+struct Bucket {
+    tag: BucketTag,
+    start: i64,
+    key: u32,
+    /// Window: op per aggregate (count, sum, min, max); u32::MAX when off.
+    window_ops: [u32; 4],
+    /// Leaderboard: member → op.
+    members: HashMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BucketTag {
+    Minute(usize),
+    Hour(usize),
+    Board(usize),
+}
+
+#[derive(Debug)]
+struct List {
+    key: u32,
+    keep: u32,
+    /// (JSON, claim) in arrival order.
+    values: Vec<(Vec<u8>, Option<u32>)>,
+}
+
+#[derive(Debug)]
+struct ClaimGroup {
+    hour: i64,
+    key: u32,
+    /// event id → claim
+    ids: HashMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Claim {
+    start: u32,
+    end: u32,
+}
+
+/// The writes of a plan, grouped the way the flush script applies them.
+#[derive(Debug, Default)]
+pub struct Writes<'a> {
+    /// Dedup sets and the ids to claim in each, with their claim numbers.
+    pub claims: Vec<ClaimWrite<'a>>,
+    /// Increments and min/max, one group per (kind, key), kinds in
+    /// [`OpKind::ALL`] order.
+    pub groups: Vec<OpGroup<'a>>,
+    /// Recent-events lists: values oldest first (pushed in this order, so
+    /// the list reads newest first).
+    pub lists: Vec<ListWrite<'a>>,
+    /// `EXPIREAT` of window, leaderboard and dedup keys.
+    pub expire_at: Vec<(&'a str, i64)>,
+}
+
+#[derive(Debug)]
+pub struct ClaimWrite<'a> {
+    pub key: &'a str,
+    pub ids: Vec<&'a str>,
+    pub claims: Vec<u32>,
+}
+
+#[derive(Debug)]
+pub struct OpGroup<'a> {
+    pub kind: OpKind,
+    pub key: &'a str,
+    pub fields: Vec<(&'a str, f64)>,
+}
+
+#[derive(Debug)]
+pub struct ListWrite<'a> {
+    pub key: &'a str,
+    pub keep: u32,
+    pub ttl: Option<u32>,
+    pub values: Vec<&'a [u8]>,
 }
 
 impl Plan {
@@ -136,101 +258,146 @@ impl Plan {
         keys: &Keys,
     ) -> Plan {
         let mut plan = Plan::default();
-        let mut scratch = Vec::new();
         for event in events {
-            if settings.drops(event) {
-                plan.slots.push(Slot::Dropped);
-                continue;
-            }
-            scratch.clear();
-            let push = plan.event_ops(event, settings, keys, &mut scratch);
-            let claim = match (&event.event_id, settings.config.dedup.enabled) {
-                (Some(id), true) => {
-                    let hour = bucket_start(event.timestamp.div_euclid(1000), DEDUP_BUCKET_SECONDS);
-                    let key = keys.dedup(hour);
-                    let ttl = settings.config.dedup.ttl_seconds as i64;
-                    plan.expire(&key, Expiry::At(hour + DEDUP_BUCKET_SECONDS + ttl));
-                    Some((key, id.clone()))
-                }
-                _ => None,
-            };
-            if claim.is_some() {
-                let mut refs: Vec<(u32, Amount)> = scratch
-                    .iter()
-                    .map(|&(op, x)| (op, Amount::Num(x)))
-                    .collect();
-                refs.extend(push);
-                plan.slots.push(Slot::Claimed(plan.entries.len() as u32));
-                plan.entries.push(Entry { claim, refs });
-            } else {
-                for &(op, x) in &scratch {
-                    let kind = plan.ops[op as usize].0;
-                    let slot = plan.unconditional.entry(op).or_insert(match kind {
-                        OpKind::HashMin => f64::INFINITY,
-                        OpKind::HashMax => f64::NEG_INFINITY,
-                        _ => 0.0,
-                    });
-                    *slot = match kind {
-                        OpKind::HashMin => slot.min(x),
-                        OpKind::HashMax => slot.max(x),
-                        _ => *slot + x,
-                    };
-                }
-                if let Some(push) = push {
-                    plan.entries.push(Entry {
-                        claim: None,
-                        refs: vec![push],
-                    });
-                }
-                plan.slots.push(Slot::Counted);
-            }
+            plan.add(event, settings, keys);
         }
         plan
     }
 
-    /// Collects the numeric operations of one event into `out`; returns its
-    /// recent-events push, if that feature is on.
-    fn event_ops(
-        &mut self,
-        e: &Event,
-        settings: &Settings,
-        keys: &Keys,
-        out: &mut Vec<(u32, f64)>,
-    ) -> Option<(u32, Amount)> {
+    /// Events added so far.
+    pub fn events(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Estimated Redis CPU time of the flush script, in microseconds.
+    pub fn cost_micros(&self) -> f64 {
+        self.commands as f64 * COMMAND_MICROS + self.values as f64 * VALUE_MICROS
+    }
+
+    /// Whether the flush would write anything at all.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.claims.is_empty() && self.lists.is_empty()
+    }
+
+    /// Claims that repeat an id of the same plan: duplicates whatever Redis
+    /// holds (the first one is either new, or a duplicate too).
+    pub fn repeated_claims(&self) -> &[u32] {
+        &self.repeats
+    }
+
+    /// Adds one event.
+    pub fn add(&mut self, e: &Event, settings: &Settings, keys: &Keys) {
+        if settings.drops(e) {
+            self.slots.push(Slot::Dropped);
+            return;
+        }
+        let config = &settings.config;
+        let claim = match (&e.event_id, config.dedup.enabled) {
+            (Some(id), true) => {
+                let claim = self.claims.len() as u32;
+                let hour = bucket_start(e.timestamp.div_euclid(1000), DEDUP_BUCKET_SECONDS);
+                let group = self.claim_group(hour, config.dedup.ttl_seconds, keys);
+                self.slots.push(Slot::Claimed(claim));
+                let at = self.contributions.len() as u32;
+                self.claims.push(Claim { start: at, end: at });
+                let ids = &mut self.groups[group].ids;
+                if ids.contains_key(id.as_str()) {
+                    self.repeats.push(claim);
+                    return;
+                }
+                ids.insert(id.clone(), claim);
+                self.values += 1;
+                Some(claim)
+            }
+            _ => {
+                self.slots.push(Slot::Counted);
+                None
+            }
+        };
+        self.event_ops(e, settings, keys, claim);
+        if let Some(c) = claim {
+            self.claims[c as usize].end = self.contributions.len() as u32;
+        }
+    }
+
+    fn event_ops(&mut self, e: &Event, settings: &Settings, keys: &Keys, claim: Option<u32>) {
         let config = &settings.config;
         let secs = e.timestamp.div_euclid(1000);
-        out.push((self.op(OpKind::HashIncr, keys.stats(), "events"), 1.0));
+        let stats = match self.stats {
+            Some(op) => op,
+            None => {
+                let key = self.key(keys.stats(), None);
+                let op = self.new_op(OpKind::HashIncr, key, "events".into());
+                self.stats = Some(op);
+                op
+            }
+        };
+        self.contribute(stats, 1.0, claim);
         if config.counters.per_device {
-            out.push((self.op(OpKind::ZsetIncr, keys.devices(), &e.device_id), 1.0));
+            let op = match self.devices.get(e.device_id.as_str()) {
+                Some(&op) => op,
+                None => {
+                    let key = self.key_named(keys, Keys::devices);
+                    let op = self.new_op(OpKind::ZsetIncr, key, e.device_id.clone());
+                    self.devices.insert(e.device_id.clone(), op);
+                    op
+                }
+            };
+            self.contribute(op, 1.0, claim);
         }
         if config.counters.per_event_type {
-            out.push((self.op(OpKind::HashIncr, keys.types(), &e.event_type), 1.0));
+            let op = match self.types.get(e.event_type.as_str()) {
+                Some(&op) => op,
+                None => {
+                    let key = self.key_named(keys, Keys::types);
+                    let op = self.new_op(OpKind::HashIncr, key, e.event_type.clone());
+                    self.types.insert(e.event_type.clone(), op);
+                    op
+                }
+            };
+            self.contribute(op, 1.0, claim);
         }
-        for w in &config.windows {
+        for (w_index, w) in config.windows.iter().enumerate() {
             if w.event_type.as_ref().is_some_and(|t| *t != e.event_type) {
                 continue;
             }
             let retention = w.retention_seconds as i64;
             let minute = bucket_start(secs, 60);
-            let mut buckets = vec![(keys.window_minute(&w.name, minute), minute + 60 + retention)];
-            if w.per_hour {
-                let hour = bucket_start(secs, 3600);
-                buckets.push((keys.window_hour(&w.name, hour), hour + 3600 + retention));
-            }
-            for (key, expire_at) in buckets {
-                for agg in &w.aggregates {
-                    let (kind, field, x) = match agg {
-                        WindowAggregate::Count => (OpKind::HashIncr, "count", 1.0),
-                        WindowAggregate::Sum => (OpKind::HashIncrFloat, "sum", e.value),
-                        WindowAggregate::Min => (OpKind::HashMin, "min", e.value),
-                        WindowAggregate::Max => (OpKind::HashMax, "max", e.value),
+            let mut tags = [
+                (BucketTag::Minute(w_index), minute, 60),
+                (BucketTag::Minute(w_index), 0, 0),
+            ];
+            let n = if w.per_hour {
+                tags[1] = (BucketTag::Hour(w_index), bucket_start(secs, 3600), 3600);
+                2
+            } else {
+                1
+            };
+            for &(tag, start, len) in &tags[..n] {
+                let b = self.bucket(tag, start, || {
+                    let name = match tag {
+                        BucketTag::Hour(_) => keys.window_hour(&w.name, start),
+                        _ => keys.window_minute(&w.name, start),
                     };
-                    out.push((self.op(kind, key.clone(), field), x));
+                    (name, start + len + retention)
+                });
+                for agg in &w.aggregates {
+                    let (slot, kind, field, x) = match agg {
+                        WindowAggregate::Count => (0, OpKind::HashIncr, "count", 1.0),
+                        WindowAggregate::Sum => (1, OpKind::HashIncrFloat, "sum", e.value),
+                        WindowAggregate::Min => (2, OpKind::HashMin, "min", e.value),
+                        WindowAggregate::Max => (3, OpKind::HashMax, "max", e.value),
+                    };
+                    let mut op = self.buckets[b].window_ops[slot];
+                    if op == u32::MAX {
+                        op = self.new_op(kind, self.buckets[b].key, field.into());
+                        self.buckets[b].window_ops[slot] = op;
+                    }
+                    self.contribute(op, x, claim);
                 }
-                self.expire(&key, Expiry::At(expire_at));
             }
         }
-        for l in &config.leaderboards {
+        for (l_index, l) in config.leaderboards.iter().enumerate() {
             if l.event_type.as_ref().is_some_and(|t| *t != e.event_type) {
                 continue;
             }
@@ -247,48 +414,238 @@ impl Plan {
                 continue;
             };
             let len = l.bucket.seconds() as i64;
-            let bucket = bucket_start(secs, len);
-            let key = keys.leaderboard(&l.name, bucket);
+            let start = bucket_start(secs, len);
+            let b = self.bucket(BucketTag::Board(l_index), start, || {
+                (
+                    keys.leaderboard(&l.name, start),
+                    start + len + l.retention_seconds as i64,
+                )
+            });
+            let op = match self.buckets[b].members.get(member) {
+                Some(&op) => op,
+                None => {
+                    let op = self.new_op(OpKind::ZsetIncr, self.buckets[b].key, member.into());
+                    self.buckets[b].members.insert(member.into(), op);
+                    op
+                }
+            };
             let score = match l.score {
                 LeaderboardScore::Count => 1.0,
                 LeaderboardScore::Sum => e.value,
             };
-            out.push((self.op(OpKind::ZsetIncr, key.clone(), member), score));
-            self.expire(&key, Expiry::At(bucket + len + l.retention_seconds as i64));
+            self.contribute(op, score, claim);
         }
         let recent = &config.recent_events;
-        if recent.per_device == 0 {
-            return None;
+        if recent.per_device > 0 {
+            let list = match self.list_index.get(e.device_id.as_str()) {
+                Some(&l) => l as usize,
+                None => {
+                    let ttl = (recent.ttl_seconds > 0).then_some(Expiry::In(recent.ttl_seconds));
+                    let key = self.key(keys.recent(&e.device_id), ttl);
+                    self.lists.push(List {
+                        key,
+                        keep: recent.per_device,
+                        values: Vec::new(),
+                    });
+                    // LPUSH (LTRIM and EXPIRE only now and then)
+                    self.commands += 1;
+                    self.list_index
+                        .insert(e.device_id.clone(), self.lists.len() as u32 - 1);
+                    self.lists.len() - 1
+                }
+            };
+            let mut json = Vec::with_capacity(160 + e.payload.len() * 4 / 3);
+            write_recent_json(e, &mut json);
+            self.lists[list].values.push((json, claim));
+            self.values += 1;
         }
-        let key = keys.recent(&e.device_id);
-        if recent.ttl_seconds > 0 {
-            self.expire(&key, Expiry::In(recent.ttl_seconds));
-        }
-        self.trims.insert(key.clone(), recent.per_device);
-        let json = serde_json::to_string(&EventJson::from_event(e)).expect("event serialises");
-        Some((self.op(OpKind::ListPush, key, ""), Amount::Text(json)))
     }
 
-    fn op(&mut self, kind: OpKind, key: String, field: &str) -> u32 {
-        let triple = (kind, key, field.to_string());
-        if let Some(&i) = self.index.get(&triple) {
+    fn key(&mut self, name: String, expiry: Option<Expiry>) -> u32 {
+        if matches!(expiry, Some(Expiry::At(_))) {
+            self.commands += 1;
+        }
+        self.keys.push(PlannedKey { name, expiry });
+        self.keys.len() as u32 - 1
+    }
+
+    /// The key of a constant name (devices, types): made once per plan.
+    fn key_named(&mut self, keys: &Keys, name: fn(&Keys) -> String) -> u32 {
+        let name = name(keys);
+        match self.keys.iter().position(|k| k.name == name) {
+            Some(i) => i as u32,
+            None => self.key(name, None),
+        }
+    }
+
+    fn bucket(
+        &mut self,
+        tag: BucketTag,
+        start: i64,
+        make: impl FnOnce() -> (String, i64),
+    ) -> usize {
+        if let Some(i) = self
+            .buckets
+            .iter()
+            .position(|b| b.tag == tag && b.start == start)
+        {
             return i;
         }
-        let i = self.ops.len() as u32;
-        self.ops.push(triple.clone());
-        self.index.insert(triple, i);
-        i
+        let (name, expire_at) = make();
+        let key = self.key(name, Some(Expiry::At(expire_at)));
+        self.buckets.push(Bucket {
+            tag,
+            start,
+            key,
+            window_ops: [u32::MAX; 4],
+            members: HashMap::default(),
+        });
+        self.buckets.len() - 1
     }
 
-    fn expire(&mut self, key: &str, expiry: Expiry) {
-        if !self.expires.contains_key(key) {
-            self.expires.insert(key.to_string(), expiry);
+    fn claim_group(&mut self, hour: i64, ttl_seconds: u32, keys: &Keys) -> usize {
+        if let Some(i) = self.groups.iter().position(|g| g.hour == hour) {
+            return i;
+        }
+        let expire_at = hour + DEDUP_BUCKET_SECONDS + ttl_seconds as i64;
+        let key = self.key(keys.dedup(hour), Some(Expiry::At(expire_at)));
+        // SMISMEMBER, SADD
+        self.commands += 2;
+        self.groups.push(ClaimGroup {
+            hour,
+            key,
+            ids: HashMap::default(),
+        });
+        self.groups.len() - 1
+    }
+
+    fn new_op(&mut self, kind: OpKind, key: u32, field: String) -> u32 {
+        self.commands += kind.commands();
+        self.ops.push(Op {
+            kind,
+            key,
+            field,
+            total: kind.identity(),
+            unconditional: None,
+        });
+        self.ops.len() as u32 - 1
+    }
+
+    fn contribute(&mut self, op: u32, x: f64, claim: Option<u32>) {
+        let o = &mut self.ops[op as usize];
+        o.total = o.kind.combine(o.total, x);
+        match claim {
+            Some(_) => self.contributions.push((op, x)),
+            None => {
+                o.unconditional = Some(
+                    o.kind
+                        .combine(o.unconditional.unwrap_or(o.kind.identity()), x),
+                )
+            }
         }
     }
 
-    /// Whether the flush would write anything at all.
-    pub fn is_empty(&self) -> bool {
-        self.unconditional.is_empty() && self.entries.is_empty()
+    /// The writes of the flush without the claims in `duplicates` (claim
+    /// numbers, as in [`Slot::Claimed`]): their ids are not claimed and
+    /// nothing of theirs is counted or pushed.
+    pub fn writes(&self, duplicates: &HashSet<u32>) -> Writes<'_> {
+        let name = |k: u32| self.keys[k as usize].name.as_str();
+        // Sums assume every claim is new; recompute them when one is not.
+        let recomputed = duplicates
+            .iter()
+            .any(|&c| self.claims.get(c as usize).is_some_and(|c| c.end > c.start))
+            .then(|| self.totals_without(duplicates));
+        let total = |i: usize| match &recomputed {
+            Some(t) => t[i],
+            None => Some(self.ops[i].total),
+        };
+
+        let mut w = Writes::default();
+        for g in &self.groups {
+            let mut claim = ClaimWrite {
+                key: name(g.key),
+                ids: Vec::with_capacity(g.ids.len()),
+                claims: Vec::with_capacity(g.ids.len()),
+            };
+            for (id, &c) in &g.ids {
+                if !duplicates.contains(&c) {
+                    claim.ids.push(id.as_str());
+                    claim.claims.push(c);
+                }
+            }
+            if !claim.ids.is_empty() {
+                w.claims.push(claim);
+            }
+        }
+
+        let mut order: Vec<u32> = (0..self.ops.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| {
+            let op = &self.ops[i as usize];
+            (op.kind, op.key)
+        });
+        for i in order {
+            let op = &self.ops[i as usize];
+            let Some(x) = total(i as usize) else { continue };
+            match w.groups.last_mut() {
+                Some(g) if g.kind == op.kind && g.key == name(op.key) => {
+                    g.fields.push((&op.field, x));
+                }
+                _ => w.groups.push(OpGroup {
+                    kind: op.kind,
+                    key: name(op.key),
+                    fields: vec![(&op.field, x)],
+                }),
+            }
+        }
+
+        for list in &self.lists {
+            let mut values: Vec<&[u8]> = list
+                .values
+                .iter()
+                .filter(|(_, c)| c.is_none_or(|c| !duplicates.contains(&c)))
+                .map(|(json, _)| json.as_slice())
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            // Older values would be trimmed at once: not sent at all.
+            let skip = values.len().saturating_sub(list.keep as usize);
+            values.drain(..skip);
+            let ttl = match self.keys[list.key as usize].expiry {
+                Some(Expiry::In(s)) => Some(s),
+                _ => None,
+            };
+            w.lists.push(ListWrite {
+                key: name(list.key),
+                keep: list.keep,
+                ttl,
+                values,
+            });
+        }
+
+        for k in &self.keys {
+            if let Some(Expiry::At(t)) = k.expiry {
+                w.expire_at.push((&k.name, t));
+            }
+        }
+        w
+    }
+
+    /// Per op: the combined amount of its unclaimed and non-duplicate
+    /// claimed contributions, None when nothing is left of it.
+    fn totals_without(&self, duplicates: &HashSet<u32>) -> Vec<Option<f64>> {
+        let mut totals: Vec<Option<f64>> = self.ops.iter().map(|op| op.unconditional).collect();
+        for (c, claim) in self.claims.iter().enumerate() {
+            if duplicates.contains(&(c as u32)) {
+                continue;
+            }
+            for &(op, x) in &self.contributions[claim.start as usize..claim.end as usize] {
+                let kind = self.ops[op as usize].kind;
+                let t = totals[op as usize].get_or_insert(kind.identity());
+                *t = kind.combine(*t, x);
+            }
+        }
+        totals
     }
 }
 
@@ -319,12 +676,17 @@ mod tests {
         Settings::new(c).unwrap()
     }
 
-    fn amount(plan: &Plan, kind: OpKind, key: &str, field: &str) -> Option<f64> {
-        let i = plan
-            .ops
+    fn amount_in(w: &Writes, kind: OpKind, key: &str, field: &str) -> Option<f64> {
+        w.groups
             .iter()
-            .position(|(k, kk, f)| *k == kind && kk == key && f == field)?;
-        plan.unconditional.get(&(i as u32)).copied()
+            .filter(|g| g.kind == kind && g.key == key)
+            .flat_map(|g| g.fields.iter())
+            .find(|(f, _)| *f == field)
+            .map(|&(_, x)| x)
+    }
+
+    fn amount(plan: &Plan, kind: OpKind, key: &str, field: &str) -> Option<f64> {
+        amount_in(&plan.writes(&HashSet::new()), kind, key, field)
     }
 
     #[test]
@@ -353,8 +715,17 @@ mod tests {
             amount(&plan, OpKind::HashIncr, &keys.stats(), "events"),
             Some(3.0)
         );
-        assert!(plan.entries.is_empty());
+        let w = plan.writes(&HashSet::new());
+        assert!(w.claims.is_empty() && w.lists.is_empty());
         assert_eq!(plan.slots, [Slot::Counted; 3]);
+        // One ZINCRBY group for both devices.
+        assert_eq!(
+            w.groups
+                .iter()
+                .filter(|g| g.kind == OpKind::ZsetIncr)
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -368,16 +739,101 @@ mod tests {
         );
         assert_eq!(plan.slots, [Slot::Claimed(0), Slot::Counted]);
         let hour = bucket_start(T / 1000, 3600);
-        assert_eq!(plan.entries[0].claim, Some((keys.dedup(hour), "e1".into())));
+        let w = plan.writes(&HashSet::new());
+        assert_eq!(w.claims.len(), 1);
+        assert_eq!(w.claims[0].key, keys.dedup(hour));
         assert_eq!(
-            plan.expires[&keys.dedup(hour)],
-            Expiry::At(hour + 3600 + 86_400)
+            (&w.claims[0].ids[..], &w.claims[0].claims[..]),
+            (&["e1"][..], &[0][..])
         );
-        // The unconditional part only holds the event without an id.
+        assert!(
+            w.expire_at
+                .contains(&(keys.dedup(hour).as_str(), hour + 3600 + 86_400))
+        );
+        // Both count while the claim is presumed new.
         assert_eq!(
-            amount(&plan, OpKind::ZsetIncr, &keys.devices(), "a"),
+            amount_in(&w, OpKind::ZsetIncr, &keys.devices(), "a"),
+            Some(2.0)
+        );
+    }
+
+    #[test]
+    fn duplicate_claims_are_taken_out_of_every_sum() {
+        let keys = Keys::new("p");
+        let s = settings(|c| {
+            c.recent_events.per_device = 5;
+            c.windows = vec![WindowConfig {
+                name: "w".into(),
+                event_type: None,
+                aggregates: vec![
+                    WindowAggregate::Count,
+                    WindowAggregate::Sum,
+                    WindowAggregate::Min,
+                    WindowAggregate::Max,
+                ],
+                per_hour: false,
+                retention_seconds: 600,
+            }];
+        });
+        let plan = Plan::build(
+            &[
+                event("a", Some("x"), 1.0),
+                event("a", None, 5.0),
+                event("b", Some("y"), 9.0),
+            ],
+            &s,
+            &keys,
+        );
+        let m = keys.window_minute("w", bucket_start(T / 1000, 60));
+        let all = plan.writes(&HashSet::new());
+        assert_eq!(amount_in(&all, OpKind::HashMax, &m, "max"), Some(9.0));
+        // Claim 1 (id y, device b) turns out to be a duplicate.
+        let w = plan.writes(&HashSet::from([1]));
+        assert_eq!(
+            amount_in(&w, OpKind::ZsetIncr, &keys.devices(), "a"),
+            Some(2.0)
+        );
+        assert_eq!(amount_in(&w, OpKind::ZsetIncr, &keys.devices(), "b"), None);
+        assert_eq!(amount_in(&w, OpKind::HashIncr, &m, "count"), Some(2.0));
+        assert_eq!(amount_in(&w, OpKind::HashIncrFloat, &m, "sum"), Some(6.0));
+        assert_eq!(amount_in(&w, OpKind::HashMin, &m, "min"), Some(1.0));
+        assert_eq!(amount_in(&w, OpKind::HashMax, &m, "max"), Some(5.0));
+        assert_eq!(
+            amount_in(&w, OpKind::HashIncr, &keys.stats(), "events"),
+            Some(2.0)
+        );
+        assert_eq!(w.claims[0].ids, ["x"]);
+        assert_eq!(w.lists.len(), 1, "b's only push is gone");
+        assert_eq!(w.lists[0].values.len(), 2);
+        // Both claims duplicates: only the unclaimed event is left.
+        let w = plan.writes(&HashSet::from([0, 1]));
+        assert!(w.claims.is_empty());
+        assert_eq!(amount_in(&w, OpKind::HashMin, &m, "min"), Some(5.0));
+        assert_eq!(
+            amount_in(&w, OpKind::HashIncr, &keys.stats(), "events"),
             Some(1.0)
         );
+    }
+
+    #[test]
+    fn an_id_repeated_in_one_flush_is_a_duplicate_of_the_first() {
+        let keys = Keys::new("p");
+        let s = settings(|c| c.recent_events.per_device = 5);
+        let plan = Plan::build(
+            &[event("a", Some("x"), 1.0), event("b", Some("x"), 1.0)],
+            &s,
+            &keys,
+        );
+        assert_eq!(plan.slots, [Slot::Claimed(0), Slot::Claimed(1)]);
+        assert_eq!(plan.repeated_claims(), [1]);
+        let w = plan.writes(&HashSet::from([1]));
+        assert_eq!(amount_in(&w, OpKind::ZsetIncr, &keys.devices(), "b"), None);
+        assert_eq!(
+            amount_in(&w, OpKind::HashIncr, &keys.stats(), "events"),
+            Some(1.0)
+        );
+        assert_eq!(w.claims[0].ids, ["x"]);
+        assert_eq!(w.lists.len(), 1);
     }
 
     #[test]
@@ -454,9 +910,10 @@ mod tests {
         assert_eq!(amount(&plan, OpKind::HashIncr, &m1, "count"), Some(1.0));
         let h = keys.window_hour("revenue", bucket_start(T / 1000, 3600));
         assert_eq!(amount(&plan, OpKind::HashIncr, &h, "count"), Some(3.0));
-        assert_eq!(
-            plan.expires[&m0],
-            Expiry::At(bucket_start(T / 1000, 60) + 60 + 600)
+        let w = plan.writes(&HashSet::new());
+        assert!(
+            w.expire_at
+                .contains(&(m0.as_str(), bucket_start(T / 1000, 60) + 60 + 600))
         );
     }
 
@@ -522,28 +979,41 @@ mod tests {
                 event("a", None, 1.0),
                 event("a", Some("x"), 2.0),
                 event("a", None, 3.0),
+                event("a", None, 4.0),
             ],
             &s,
             &keys,
         );
-        assert_eq!(plan.entries.len(), 3);
-        let values: Vec<f64> = plan
-            .entries
+        let w = plan.writes(&HashSet::new());
+        assert_eq!(w.lists.len(), 1);
+        let list = &w.lists[0];
+        assert_eq!((list.key, list.keep), (keys.recent("a").as_str(), 3));
+        assert_eq!(list.ttl, Some(7 * 24 * 3600));
+        let values: Vec<f64> = list
+            .values
             .iter()
-            .map(|e| {
-                let (_, Amount::Text(json)) = e
-                    .refs
-                    .iter()
-                    .find(|(_, a)| matches!(a, Amount::Text(_)))
+            .map(|json| {
+                serde_json::from_slice::<crate::event::EventJson>(json)
                     .unwrap()
-                else {
-                    unreachable!()
-                };
-                serde_json::from_str::<EventJson>(json).unwrap().value
+                    .value
             })
             .collect();
-        assert_eq!(values, [1.0, 2.0, 3.0]);
-        assert_eq!(plan.trims[&keys.recent("a")], 3);
-        assert_eq!(plan.slots[1], Slot::Claimed(1));
+        // The oldest would be trimmed at once, so it is not sent.
+        assert_eq!(values, [2.0, 3.0, 4.0]);
+        assert_eq!(plan.slots[1], Slot::Claimed(0));
+    }
+
+    #[test]
+    fn cost_grows_with_distinct_keys_not_with_events_of_the_same_keys() {
+        let keys = Keys::new("p");
+        let s = settings(|c| c.recent_events.per_device = 0);
+        let same: Vec<Event> = (0..100).map(|_| event("a", None, 1.0)).collect();
+        let distinct: Vec<Event> = (0..100)
+            .map(|i| event(&format!("d{i}"), None, 1.0))
+            .collect();
+        let a = Plan::build(&same, &s, &keys).cost_micros();
+        let b = Plan::build(&distinct, &s, &keys).cost_micros();
+        assert!(a < 10.0, "{a}");
+        assert!(b > 90.0, "{b}");
     }
 }

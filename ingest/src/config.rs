@@ -13,7 +13,7 @@ pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8000";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_PIPELINE: &str = "default";
 pub const DEFAULT_QUEUE_CAPACITY: usize = 100_000;
-pub const DEFAULT_BATCH_SIZE: usize = 512;
+pub const DEFAULT_BATCH_SIZE: usize = 8192;
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 2;
 pub const DEFAULT_FLUSH_CONCURRENCY: usize = 4;
 pub const DEFAULT_FLUSH_TIMEOUT_MS: u64 = 1_000;
@@ -94,7 +94,8 @@ pub struct QueueArgs {
     #[arg(long, env = "TELEMETRY_QUEUE_CAPACITY", default_value_t = DEFAULT_QUEUE_CAPACITY)]
     pub queue_capacity: usize,
 
-    /// Events per atomic Redis flush (one Lua call, ~1 ms of Redis time).
+    /// Events per atomic Redis flush (one Lua call), at most; a flush is cut
+    /// earlier once its estimated Redis time reaches a few milliseconds.
     #[arg(long, env = "TELEMETRY_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
 

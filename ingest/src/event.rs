@@ -164,6 +164,117 @@ pub fn payload_from_json(value: Option<&serde_json::Value>) -> Bytes {
     }
 }
 
+/// Appends the stored JSON form of a recent event to `out`: the same text
+/// `serde_json` makes of [`EventJson::from_event`] up to payload whitespace
+/// and key order, which decoding does not see, written without building the
+/// intermediate values (this runs once per stored event).
+pub fn write_recent_json(e: &Event, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let string = |out: &mut Vec<u8>, s: &str| {
+        serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail")
+    };
+    out.extend_from_slice(b"{\"deviceId\":");
+    string(out, &e.device_id);
+    let _ = write!(out, ",\"timestamp\":{}", e.timestamp);
+    if !e.payload.is_empty() {
+        out.extend_from_slice(b",\"payload\":");
+        if payload_is_structured_json(&e.payload) {
+            out.extend_from_slice(&e.payload);
+        } else {
+            out.push(b'"');
+            let at = out.len();
+            out.resize(at + e.payload.len().div_ceil(3) * 4, 0);
+            let n = STANDARD
+                .encode_slice(&e.payload, &mut out[at..])
+                .expect("sized for the encoding");
+            out.truncate(at + n);
+            out.push(b'"');
+        }
+    }
+    if !e.event_type.is_empty() {
+        out.extend_from_slice(b",\"eventType\":");
+        string(out, &e.event_type);
+    }
+    if let Some(id) = &e.event_id {
+        out.extend_from_slice(b",\"eventId\":");
+        string(out, id);
+    }
+    if let Some(user) = &e.user_id {
+        out.extend_from_slice(b",\"userId\":");
+        string(out, user);
+    }
+    out.extend_from_slice(b",\"value\":");
+    serde_json::to_writer(&mut *out, &e.value).expect("writing to a Vec cannot fail");
+    if !e.attributes.is_empty() {
+        out.extend_from_slice(b",\"attributes\":{");
+        for (i, (k, v)) in e.attributes.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, k);
+            out.push(b':');
+            string(out, v);
+        }
+        out.push(b'}');
+    }
+    out.push(b'}');
+}
+
+/// Whether [`payload_to_json`] keeps the payload as a JSON value (valid
+/// JSON, not a bare string), checked without building the value.
+fn payload_is_structured_json(payload: &[u8]) -> bool {
+    match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+        None | Some(b'"') => false,
+        Some(_) => serde_json::from_slice::<JsonCheck>(payload).is_ok(),
+    }
+}
+
+/// Parses JSON the way `serde_json::Value` does (numbers included: one out
+/// of f64 range fails both) but keeps nothing.
+struct JsonCheck;
+
+impl<'de> serde::Deserialize<'de> for JsonCheck {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JsonCheck)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonCheck {
+    type Value = JsonCheck;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<JsonCheck, E> {
+        Ok(JsonCheck)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<JsonCheck, E> {
+        Ok(JsonCheck)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<JsonCheck, E> {
+        Ok(JsonCheck)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<JsonCheck, E> {
+        Ok(JsonCheck)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<JsonCheck, E> {
+        Ok(JsonCheck)
+    }
+    fn visit_unit<E>(self) -> Result<JsonCheck, E> {
+        Ok(JsonCheck)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<JsonCheck, A::Error> {
+        while seq.next_element::<JsonCheck>()?.is_some() {}
+        Ok(JsonCheck)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsonCheck, A::Error> {
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value::<JsonCheck>()?;
+        }
+        Ok(JsonCheck)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +313,51 @@ mod tests {
         ] {
             let json = payload_to_json(bytes);
             assert_eq!(&payload_from_json(json.as_ref())[..], bytes);
+        }
+    }
+
+    #[test]
+    fn recent_json_decodes_like_the_serde_form() {
+        let payloads: [&[u8]; 11] = [
+            b"",
+            br#"{"b":1,"a":[1,2.5]}"#,
+            b" { \"x\" : 1 } ",
+            br#""a string""#,
+            b"42",
+            b"1e400",
+            &[0, 159, 146, 150],
+            b"{\"a\":\"\xff\"}",
+            b"{} trailing",
+            b"[1e400]",
+            b"123456789012345678901234567890",
+        ];
+        for payload in payloads {
+            let e = Event {
+                device_id: "d-\"1\"".into(),
+                timestamp: 1_700_000_000_123,
+                payload: Bytes::copy_from_slice(payload),
+                event_type: "t\u{e9}".into(),
+                event_id: Some("id\n".into()),
+                user_id: None,
+                value: 0.1,
+                attributes: [("k".to_string(), "v\\".to_string())].into(),
+            };
+            let mut fast = Vec::new();
+            write_recent_json(&e, &mut fast);
+            let slow = serde_json::to_vec(&EventJson::from_event(&e)).unwrap();
+            let decode = |b: &[u8]| {
+                let j: EventJson = serde_json::from_slice(b).unwrap();
+                (
+                    payload_from_json(j.payload.as_ref()),
+                    serde_json::to_value(&j).unwrap(),
+                )
+            };
+            assert_eq!(
+                decode(&fast),
+                decode(&slow),
+                "{:?}",
+                String::from_utf8_lossy(&fast)
+            );
         }
     }
 

@@ -4,8 +4,16 @@
 //!
 //! Batching is natural rather than timed: at most `flush_concurrency` flushes
 //! are in flight, and while they are, chunks pile up and the next flush takes
-//! them all (up to `batch_size` events). Under light load an event is flushed
-//! as soon as it arrives; under heavy load every flush is full.
+//! them (up to `batch_size` events, or until the flush's estimated Redis time
+//! reaches [`FLUSH_BUDGET_MICROS`]). Under light load an event is flushed as
+//! soon as it arrives; under heavy load every flush is full.
+//!
+//! Chunks are planned as they are taken (the plan says what the flush will
+//! cost Redis), so a flush of counters over a thousand devices holds
+//! thousands of events while one that also writes a dedup claim, a
+//! recent-event value and leaderboard entries per event is cut at a few
+//! hundred: either way one script call stays within a few milliseconds of
+//! Redis time, which bounds how long a query can wait behind it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,6 +31,12 @@ use crate::metrics::Metrics;
 use crate::queue::{Chunk, ChunkOutcome};
 use crate::store::Store;
 use crate::{Error, Result};
+
+/// Estimated Redis time of one flush (one script call) at which the flusher
+/// stops adding chunks to it. Larger flushes fold more events into each
+/// per-key command (fewer commands per event) but hold Redis, and queries,
+/// for longer; see BENCHMARKS.md for the trade.
+pub const FLUSH_BUDGET_MICROS: f64 = 5_000.0;
 
 /// What the flusher needs.
 #[derive(Debug, Clone)]
@@ -47,10 +61,16 @@ pub async fn run(
     loop {
         let slot = slots.clone().acquire_owned().await.expect("never closed");
         let Some(first) = rx.recv().await else { break };
-        let mut size = first.events.len();
+        // Each flush is planned under exactly one version of the settings.
+        let settings = settings.borrow().clone();
+        let keys = store.keys();
+        let mut plan = Plan::default();
+        for event in &first.events {
+            plan.add(event, &settings, keys);
+        }
         let mut chunks = vec![first];
         let linger_until = tokio::time::Instant::now() + options.linger;
-        while size < options.batch_size {
+        while plan.events() < options.batch_size && plan.cost_micros() < FLUSH_BUDGET_MICROS {
             let next = match rx.try_recv() {
                 Ok(chunk) => Some(chunk),
                 Err(_) if options.linger.is_zero() => None,
@@ -60,20 +80,21 @@ pub async fn run(
                     .flatten(),
             };
             let Some(chunk) = next else { break };
-            size += chunk.events.len();
+            for event in &chunk.events {
+                plan.add(event, &settings, keys);
+            }
             chunks.push(chunk);
         }
         let unit = Unit {
             store: store.clone(),
-            settings: settings.borrow().clone(),
             health: health.clone(),
             metrics: metrics.clone(),
             timeout: options.timeout,
         };
-        let span = tracing::debug_span!("flush", events = size, chunks = chunks.len());
+        let span = tracing::debug_span!("flush", events = plan.events(), chunks = chunks.len());
         tracker.spawn(
             async move {
-                unit.flush(chunks).await;
+                unit.flush(chunks, plan).await;
                 drop(slot);
             }
             .instrument(span),
@@ -86,21 +107,15 @@ pub async fn run(
 /// One flush and what it needs.
 struct Unit {
     store: Store,
-    settings: Arc<Settings>,
     health: Arc<Health>,
     metrics: Metrics,
     timeout: Duration,
 }
 
 impl Unit {
-    async fn flush(self, chunks: Vec<Chunk>) {
+    async fn flush(self, chunks: Vec<Chunk>, plan: Plan) {
         let started = Instant::now();
-        let plan = Plan::build(
-            chunks.iter().flat_map(|c| c.events.iter()),
-            &self.settings,
-            self.store.keys(),
-        );
-        let size: usize = chunks.iter().map(|c| c.events.len()).sum();
+        let size = plan.events();
         let result = if plan.is_empty() {
             Ok(HashSet::new())
         } else {

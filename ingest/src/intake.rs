@@ -61,8 +61,10 @@ pub struct Partial {
 pub struct Submission<'a> {
     intake: &'a Intake,
     transport: &'static str,
-    /// `received_total{transport}`, looked up once per call, not per event.
+    /// `received_total{transport}`, looked up once per call, not per event,
+    /// and added to once per chunk (`unreported` events at a time).
     received: prometheus::IntCounter,
+    unreported: u64,
     wait: Wait,
     chunk: Vec<Event>,
     /// Index (in the call) just past the last event of the open chunk.
@@ -89,6 +91,7 @@ impl Intake {
             intake: self,
             transport,
             received: self.metrics.received.with_label_values(&[transport]),
+            unreported: 0,
             wait: if wait {
                 Wait::Upto(self.backpressure_timeout)
             } else {
@@ -120,7 +123,7 @@ impl Submission<'_> {
         }
         let index = self.next_index;
         self.next_index += 1;
-        self.received.inc();
+        self.unreported += 1;
         match checked {
             Ok(event) => {
                 self.chunk.push(event);
@@ -152,7 +155,15 @@ impl Submission<'_> {
         Ok(())
     }
 
+    fn report_received(&mut self) {
+        if self.unreported > 0 {
+            self.received.inc_by(self.unreported);
+            self.unreported = 0;
+        }
+    }
+
     async fn enqueue(&mut self) -> Result<(), ()> {
+        self.report_received();
         if self.chunk.is_empty() {
             return Ok(());
         }
@@ -252,6 +263,7 @@ impl Submission<'_> {
 
 impl Drop for Submission<'_> {
     fn drop(&mut self) {
+        self.report_received();
         self.intake.active.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -361,9 +361,12 @@ impl Query {
                 "limit: must be between 1 and 1000 (got {limit})"
             )));
         }
+        // The flush trims lists lazily (they may hold a few more than
+        // `keep`); the newest `keep` are the device's recent events.
+        let read = if keep > 0 { limit.min(keep) } else { limit };
         let mut conn = self.conn();
         let rows: Vec<String> = conn
-            .lrange(self.store.keys().recent(device_id), 0, limit as isize - 1)
+            .lrange(self.store.keys().recent(device_id), 0, read as isize - 1)
             .await?;
         Ok(rows.iter().filter_map(|json| decode_recent(json)).collect())
     }

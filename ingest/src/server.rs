@@ -19,6 +19,7 @@ use telemetry_proto::v1::telemetry_ingest_server::TelemetryIngestServer;
 use telemetry_proto::v1::telemetry_query_server::TelemetryQueryServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -163,7 +164,12 @@ pub async fn run(
         )
         .add_service(TelemetryQueryServer::new(QueryService::new(query.clone())))
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.grpc),
+            // Acks are small writes the client waits on: Nagle would hold them.
+            TcpListenerStream::new(listeners.grpc).map(|conn| {
+                conn.inspect(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                })
+            }),
             stop_servers.clone().cancelled_owned(),
         );
 

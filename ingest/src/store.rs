@@ -8,12 +8,13 @@
 //! marker before it writes anything, and a retry reuses the same marker.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, Script};
+use redis::{ErrorKind, IntoConnectionInfo, Script, ServerErrorKind};
 
-use crate::aggregate::{Amount, Expiry, Plan};
+use crate::aggregate::{OpKind, Plan, Writes};
 use crate::config::RedisArgs;
 use crate::keys::Keys;
 use crate::{Error, Result};
@@ -30,6 +31,56 @@ pub struct Store {
     reader: ConnectionManager,
     keys: Keys,
     script: Script,
+    refreshed: Arc<Mutex<Refreshed>>,
+}
+
+/// When this pod last set the TTL of each recent-events list. A list's TTL
+/// is set to `ttl + slack` and refreshed once `slack` has passed, so it
+/// lives at least `ttl` after its last write without an `EXPIRE` per flush.
+#[derive(Debug, Default)]
+struct Refreshed {
+    at: foldhash::HashMap<String, Instant>,
+    swept: Option<Instant>,
+}
+
+impl Refreshed {
+    fn due(&self, key: &str, slack: Duration, now: Instant) -> bool {
+        self.at
+            .get(key)
+            .is_none_or(|&t| now.duration_since(t) >= slack)
+    }
+
+    fn mark<'a>(&mut self, keys: impl Iterator<Item = &'a str>, at: Instant) {
+        for key in keys {
+            match self.at.get_mut(key) {
+                Some(t) => *t = at,
+                None => {
+                    self.at.insert(key.to_string(), at);
+                }
+            }
+        }
+        if self
+            .swept
+            .is_none_or(|t| at.duration_since(t) >= REFRESH_SLACK_MAX)
+        {
+            self.at
+                .retain(|_, t| at.saturating_duration_since(*t) < REFRESH_SLACK_MAX);
+            self.swept = Some(at);
+        }
+    }
+}
+
+/// The TTL slack of a recent-events list: a tenth of its TTL, 1 s to 1 h.
+pub fn refresh_slack(ttl_seconds: u32) -> u32 {
+    (ttl_seconds / 10).clamp(1, REFRESH_SLACK_MAX.as_secs() as u32)
+}
+
+const REFRESH_SLACK_MAX: Duration = Duration::from_secs(3600);
+
+/// A recent-events list is trimmed back to `keep` once it holds more than
+/// this (trimming every flush would cost a command per device per flush).
+pub fn trim_above(keep: u32) -> u32 {
+    keep + (keep / 2).max(1)
 }
 
 impl std::fmt::Debug for Store {
@@ -60,6 +111,7 @@ impl Store {
             reader: ConnectionManager::new_lazy_with_config(client, config)?,
             keys,
             script: Script::new(include_str!("store/flush.lua")),
+            refreshed: Default::default(),
         })
     }
 
@@ -79,72 +131,174 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a flush once; returns the indices of the plan's entries whose
-    /// ids were already claimed (duplicates). Replaying the same `batch_id`
-    /// returns the first result and writes nothing.
+    /// Applies a flush once; returns the claims of the plan (as numbered in
+    /// [`crate::aggregate::Slot::Claimed`]) that were duplicates. Replaying
+    /// the same `batch_id` returns the first result and writes nothing.
+    ///
+    /// The script refuses (writing nothing) a flush in which some ids are
+    /// already claimed and names them; the flush is then sent again without
+    /// those events. Each round trip is atomic on its own, so a pod dying
+    /// between them loses nothing.
     pub async fn apply(&self, batch_id: &str, plan: &Plan) -> Result<HashSet<u32>> {
-        let mut invocation = self.script.key(self.keys.batch(batch_id));
-        invocation.arg(MARKER_TTL_SECONDS);
-        invocation.arg(plan.ops.len());
-        for (kind, key, field) in &plan.ops {
-            invocation.arg(kind.code()).arg(key).arg(field);
-        }
-        invocation.arg(plan.unconditional.len());
-        for (op, x) in &plan.unconditional {
-            invocation.arg(op + 1).arg(format_num(*x));
-        }
-        invocation.arg(plan.entries.len());
-        for entry in &plan.entries {
-            match &entry.claim {
-                Some((key, id)) => invocation.arg(key).arg(id),
-                None => invocation.arg("").arg(""),
+        let marker = self.keys.batch(batch_id);
+        let mut duplicates: HashSet<u32> = plan.repeated_claims().iter().copied().collect();
+        loop {
+            let writes = plan.writes(&duplicates);
+            let now = Instant::now();
+            let refresh: Vec<bool> = {
+                let refreshed = self.refreshed.lock().expect("not poisoned");
+                writes
+                    .lists
+                    .iter()
+                    .map(|l| {
+                        l.ttl.is_some_and(|ttl| {
+                            let slack = Duration::from_secs(refresh_slack(ttl).into());
+                            refreshed.due(l.key, slack, now)
+                        })
+                    })
+                    .collect()
             };
-            invocation.arg(entry.refs.len());
-            for (op, amount) in &entry.refs {
-                invocation.arg(op + 1);
-                match amount {
-                    Amount::Num(x) => invocation.arg(format_num(*x)),
-                    Amount::Text(s) => invocation.arg(s),
+            let cmd = flush_command(
+                self.script.get_hash(),
+                &marker,
+                &writes,
+                &refresh,
+                &duplicates,
+            );
+            let reply = self.eval(&cmd).await?;
+            match parse_reply(&reply)? {
+                Reply::Applied(result) => {
+                    let refreshed = writes
+                        .lists
+                        .iter()
+                        .zip(&refresh)
+                        .filter(|(_, r)| **r)
+                        .map(|(l, _)| l.key);
+                    self.refreshed
+                        .lock()
+                        .expect("not poisoned")
+                        .mark(refreshed, now);
+                    return Ok(result);
+                }
+                Reply::Claimed(positions) => {
+                    let sent: Vec<u32> = writes
+                        .claims
+                        .iter()
+                        .flat_map(|c| c.claims.iter().copied())
+                        .collect();
+                    for p in positions {
+                        let claim = sent.get(p as usize).ok_or_else(|| {
+                            Error::Unavailable(format!("unexpected flush result {reply:?}"))
+                        })?;
+                        duplicates.insert(*claim);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `EVALSHA`, loading the script first when Redis does not know it.
+    async fn eval(&self, cmd: &redis::Cmd) -> Result<String> {
+        let mut conn = self.writer.clone();
+        match cmd.query_async(&mut conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.script.load_async(&mut conn).await?;
+                Ok(cmd.query_async(&mut conn).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+/// The `EVALSHA` of one flush, in the argument layout of `store/flush.lua`.
+fn flush_command(
+    sha: &str,
+    marker: &str,
+    writes: &Writes<'_>,
+    refresh: &[bool],
+    duplicates: &HashSet<u32>,
+) -> redis::Cmd {
+    let mut result = String::from("ok:");
+    let mut sorted: Vec<u32> = duplicates.iter().copied().collect();
+    sorted.sort_unstable();
+    for (i, d) in sorted.iter().enumerate() {
+        if i > 0 {
+            result.push(',');
+        }
+        result.push_str(itoa::Buffer::new().format(*d));
+    }
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha)
+        .arg(1)
+        .arg(marker)
+        .arg(MARKER_TTL_SECONDS)
+        .arg(result);
+    cmd.arg(writes.claims.len());
+    for c in &writes.claims {
+        cmd.arg(c.key).arg(c.ids.len());
+        for id in &c.ids {
+            cmd.arg(*id);
+        }
+    }
+    for kind in OpKind::ALL {
+        let groups = writes.groups.iter().filter(|g| g.kind == kind);
+        cmd.arg(groups.clone().count());
+        for g in groups {
+            cmd.arg(g.key).arg(g.fields.len());
+            for &(field, x) in &g.fields {
+                cmd.arg(field);
+                match kind {
+                    // Counts: whole numbers, summed exactly below 2^53.
+                    OpKind::HashIncr => cmd.arg(x as i64),
+                    _ => cmd.arg(x),
                 };
             }
         }
-        invocation.arg(plan.expires.len());
-        for (key, expiry) in &plan.expires {
-            match expiry {
-                Expiry::At(t) => invocation.arg(key).arg("at").arg(t),
-                Expiry::In(s) => invocation.arg(key).arg("in").arg(s),
-            };
-        }
-        invocation.arg(plan.trims.len());
-        for (key, keep) in &plan.trims {
-            invocation.arg(key).arg(keep);
-        }
-        let mut conn = self.writer.clone();
-        let result: String = invocation.invoke_async(&mut conn).await?;
-        parse_result(&result)
     }
+    cmd.arg(writes.lists.len());
+    for (l, &refresh) in writes.lists.iter().zip(refresh) {
+        cmd.arg(l.key)
+            .arg(l.keep)
+            .arg(trim_above(l.keep))
+            .arg(l.ttl.map_or(0, |ttl| ttl + refresh_slack(ttl)))
+            .arg(u8::from(refresh))
+            .arg(l.values.len());
+        for v in &l.values {
+            cmd.arg(*v);
+        }
+    }
+    cmd.arg(writes.expire_at.len());
+    for &(key, at) in &writes.expire_at {
+        cmd.arg(key).arg(at);
+    }
+    cmd
 }
 
-/// Numbers as Lua's `tonumber` reads them back exactly (shortest round trip).
-fn format_num(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 {
-        format!("{}", x as i64)
-    } else {
-        format!("{x:e}")
-    }
+/// What the flush script answered.
+#[derive(Debug, PartialEq)]
+enum Reply {
+    /// Applied (now or by an earlier attempt): the duplicate claims.
+    Applied(HashSet<u32>),
+    /// Nothing written: these positions among the ids sent are taken.
+    Claimed(Vec<u32>),
 }
 
-fn parse_result(result: &str) -> Result<HashSet<u32>> {
-    let list = result
-        .strip_prefix("ok:")
-        .ok_or_else(|| Error::Unavailable(format!("unexpected flush result {result:?}")))?;
-    list.split(',')
+fn parse_reply(reply: &str) -> Result<Reply> {
+    let bad = || Error::Unavailable(format!("unexpected flush result {reply:?}"));
+    let (list, applied) = match (reply.strip_prefix("ok:"), reply.strip_prefix("dup:")) {
+        (Some(list), _) => (list, true),
+        (_, Some(list)) => (list, false),
+        _ => return Err(bad()),
+    };
+    let numbers = list
+        .split(',')
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<u32>()
-                .map_err(|_| Error::Unavailable(format!("unexpected flush result {result:?}")))
-        })
-        .collect()
+        .map(|s| s.parse::<u32>().map_err(|_| bad()));
+    if applied {
+        Ok(Reply::Applied(numbers.collect::<Result<_>>()?))
+    } else {
+        Ok(Reply::Claimed(numbers.collect::<Result<_>>()?))
+    }
 }
 
 #[cfg(test)]
@@ -152,22 +306,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn numbers_survive_the_trip_through_text() {
-        for x in [0.0, 1.0, -3.0, 2.5, 0.1, 1e300, 123456789.123, -0.000001] {
-            assert_eq!(
-                format_num(x).parse::<f64>().unwrap(),
-                x,
-                "{}",
-                format_num(x)
-            );
-        }
-        assert_eq!(format_num(42.0), "42");
+    fn a_list_ttl_is_refreshed_once_its_slack_has_passed() {
+        let mut r = Refreshed::default();
+        let t0 = Instant::now();
+        let slack = Duration::from_secs(refresh_slack(600).into());
+        assert_eq!(slack, Duration::from_secs(60));
+        assert!(r.due("k", slack, t0));
+        r.mark(["k"].into_iter(), t0);
+        assert!(!r.due("k", slack, t0 + Duration::from_secs(59)));
+        assert!(r.due("k", slack, t0 + Duration::from_secs(60)));
+        assert!(r.due("other", slack, t0));
+        assert_eq!(refresh_slack(5), 1);
+        assert_eq!(refresh_slack(7 * 24 * 3600), 3600);
+        assert_eq!(trim_above(20), 30);
+        assert_eq!(trim_above(1), 2);
     }
 
     #[test]
-    fn flush_result_lists_duplicate_entries() {
-        assert!(parse_result("ok:").unwrap().is_empty());
-        assert_eq!(parse_result("ok:0,7").unwrap(), HashSet::from([0, 7]));
-        assert!(parse_result("garbage").is_err());
+    fn flush_reply_lists_duplicates_or_taken_ids() {
+        assert_eq!(parse_reply("ok:").unwrap(), Reply::Applied(HashSet::new()));
+        assert_eq!(
+            parse_reply("ok:0,7").unwrap(),
+            Reply::Applied(HashSet::from([0, 7]))
+        );
+        assert_eq!(parse_reply("dup:3").unwrap(), Reply::Claimed(vec![3]));
+        assert!(parse_reply("garbage").is_err());
+        assert!(parse_reply("ok:x").is_err());
     }
 }

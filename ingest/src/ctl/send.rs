@@ -6,25 +6,46 @@
 //! the point the server says it settled (`telemetry-settled`) without any
 //! event counting twice. At the end the summary compares what the server
 //! acknowledged with what was sent.
+//!
+//! The generator shares the machine with the server in benchmarks, so it is
+//! cheap per event: each worker draws events from a pool of pre-encoded
+//! templates (protobuf or JSON) and appends only the id and timestamp, and
+//! the gRPC calls send those bytes as they are (a codec that does not
+//! re-encode).
+//!
+//! With `--rate`, calls are sent on a fixed schedule whether or not earlier
+//! ones have been answered (up to [`MAX_IN_FLIGHT`] per connection), and a
+//! call's latency is measured from the moment it was due, so a slow server
+//! shows up in the latency rather than in a lower offered rate.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
+use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use telemetry_proto::v1::telemetry_ingest_client::TelemetryIngestClient;
-use telemetry_proto::v1::{Packet, PacketBatch};
-use tokio::sync::Mutex;
+use telemetry_proto::v1::{Ack, Packet};
+use tokio::sync::{Mutex, Semaphore};
+use tokio::time::Instant;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
 
 use crate::event::{EventJson, payload_to_json};
 use crate::http::AckJson;
+
+/// Calls one connection has in flight at most in `--rate` mode.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Templates each worker draws its events from.
+const POOL: usize = 4096;
 
 #[derive(Debug, Clone, Args)]
 pub struct SendArgs {
@@ -128,75 +149,180 @@ impl Summary {
     }
 }
 
-/// Generates one worker's events.
+/// The wire form of generated events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// An encoded `Packet`.
+    Protobuf,
+    /// An `EventJson` object.
+    Json,
+}
+
+/// Generates one worker's events: a pool of encoded templates (everything
+/// but the id and timestamp), completed per event.
 struct Generator {
     rng: StdRng,
-    run: String,
-    worker: usize,
+    form: Form,
+    /// `<run>-<worker>-`: ids are this plus a sequence number.
+    id_prefix: String,
     seq: u64,
-    args: Arc<SendArgs>,
-    types: Vec<String>,
+    duplicates: f64,
+    invalid: f64,
+    valid_pool: Vec<Vec<u8>>,
+    invalid_pool: Vec<Vec<u8>>,
+    buf: BytesMut,
     /// Recent events (and whether they were valid) to draw duplicates from.
-    history: VecDeque<(Packet, bool)>,
+    history: VecDeque<(Bytes, bool)>,
 }
 
 impl Generator {
-    fn next(&mut self) -> (Packet, bool, bool) {
-        if !self.history.is_empty() && self.rng.random_bool(self.args.duplicates.clamp(0.0, 1.0)) {
+    fn new(args: &SendArgs, types: &[String], form: Form, id_prefix: String, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut pool = |valid: bool, n: usize| -> Vec<Vec<u8>> {
+            (0..n)
+                .map(|i| template(&mut rng, args, types, valid, i as u64, form))
+                .collect()
+        };
+        let valid_pool = pool(true, POOL);
+        let invalid_pool = if args.invalid > 0.0 {
+            pool(false, POOL / 16)
+        } else {
+            Vec::new()
+        };
+        Generator {
+            rng,
+            form,
+            id_prefix,
+            seq: 0,
+            duplicates: args.duplicates.clamp(0.0, 1.0),
+            invalid: args.invalid.clamp(0.0, 1.0),
+            valid_pool,
+            invalid_pool,
+            buf: BytesMut::new(),
+            history: VecDeque::new(),
+        }
+    }
+
+    /// The next event: its bytes, whether it is valid, whether it repeats
+    /// an earlier one.
+    fn next(&mut self, now_ms: i64) -> (Bytes, bool, bool) {
+        if self.duplicates > 0.0
+            && !self.history.is_empty()
+            && self.rng.random_bool(self.duplicates)
+        {
             let i = self.rng.random_range(0..self.history.len());
-            let (p, valid) = self.history[i].clone();
-            return (p, valid, true);
+            let (bytes, valid) = self.history[i].clone();
+            return (bytes, valid, true);
         }
         self.seq += 1;
-        let valid = !self.rng.random_bool(self.args.invalid.clamp(0.0, 1.0));
-        let device = self.rng.random_range(0..self.args.devices.max(1));
-        let device_id = if valid {
-            format!("device-{device:05}")
+        let valid = self.invalid <= 0.0 || !self.rng.random_bool(self.invalid);
+        let pool = if valid {
+            &self.valid_pool
         } else {
-            format!("bad device {device}!")
+            &self.invalid_pool
         };
-        let event_type = self.types[self.rng.random_range(0..self.types.len())].clone();
-        let value = if event_type == "purchase" {
-            (self.rng.random_range(100..10_000) as f64) / 100.0
-        } else {
-            self.rng.random_range(0.0..100.0_f64).round()
-        };
-        let kind = match self.args.payload {
-            PayloadKind::Mixed => [PayloadKind::Json, PayloadKind::Binary, PayloadKind::Text]
-                [self.rng.random_range(0..3)],
-            k => k,
-        };
-        let payload = match kind {
-            PayloadKind::Json => format!(
-                r#"{{"seq":{},"temp":{:.1}}}"#,
-                self.seq,
-                self.rng.random_range(-20.0..40.0_f64)
-            )
-            .into_bytes(),
-            PayloadKind::Binary => (0..self.rng.random_range(16..64))
-                .map(|_| self.rng.random())
-                .collect(),
-            _ => format!("reading {} of {}", self.seq, device_id).into_bytes(),
-        };
-        let packet = Packet {
-            device_id,
-            timestamp: crate::intake::now_ms(),
-            payload,
-            event_type,
-            event_id: format!("{}-{}-{}", self.run, self.worker, self.seq),
-            user_id: format!("user-{}", self.rng.random_range(0..self.args.users.max(1))),
-            value,
-            attributes: [(
-                "region".to_string(),
-                ["eu", "us", "ap"][self.rng.random_range(0..3)].to_string(),
-            )]
-            .into(),
-        };
-        if self.history.len() >= 1000 {
-            self.history.pop_front();
+        let t = &pool[self.rng.random_range(0..pool.len())];
+        if self.buf.capacity() - self.buf.len() < t.len() + 64 {
+            self.buf.reserve(64 * 1024);
         }
-        self.history.push_back((packet.clone(), valid));
-        (packet, valid, false)
+        let mut seq = itoa::Buffer::new();
+        let seq = seq.format(self.seq).as_bytes();
+        let id_len = self.id_prefix.len() + seq.len();
+        self.buf.put_slice(t);
+        match self.form {
+            Form::Protobuf => {
+                // Fields may come in any order: timestamp (2), event_id (5).
+                self.buf.put_u8(2 << 3);
+                prost::encoding::encode_varint(now_ms as u64, &mut self.buf);
+                self.buf.put_u8((5 << 3) | 2);
+                prost::encoding::encode_varint(id_len as u64, &mut self.buf);
+                self.buf.put_slice(self.id_prefix.as_bytes());
+                self.buf.put_slice(seq);
+            }
+            Form::Json => {
+                self.buf.put_slice(b",\"timestamp\":");
+                self.buf
+                    .put_slice(itoa::Buffer::new().format(now_ms).as_bytes());
+                self.buf.put_slice(b",\"eventId\":\"");
+                self.buf.put_slice(self.id_prefix.as_bytes());
+                self.buf.put_slice(seq);
+                self.buf.put_slice(b"\"}");
+            }
+        }
+        let bytes = self.buf.split().freeze();
+        if self.duplicates > 0.0 {
+            if self.history.len() >= 1000 {
+                self.history.pop_front();
+            }
+            self.history.push_back((bytes.clone(), valid));
+        }
+        (bytes, valid, false)
+    }
+}
+
+/// One template: a random event without id and timestamp, encoded.
+fn template(
+    rng: &mut StdRng,
+    args: &SendArgs,
+    types: &[String],
+    valid: bool,
+    seq: u64,
+    form: Form,
+) -> Vec<u8> {
+    let device = rng.random_range(0..args.devices.max(1));
+    let device_id = if valid {
+        format!("device-{device:05}")
+    } else {
+        format!("bad device {device}!")
+    };
+    let event_type = types[rng.random_range(0..types.len())].clone();
+    let value = if event_type == "purchase" {
+        (rng.random_range(100..10_000) as f64) / 100.0
+    } else {
+        rng.random_range(0.0..100.0_f64).round()
+    };
+    let kind = match args.payload {
+        PayloadKind::Mixed => {
+            [PayloadKind::Json, PayloadKind::Binary, PayloadKind::Text][rng.random_range(0..3)]
+        }
+        k => k,
+    };
+    let payload = match kind {
+        PayloadKind::Json => format!(
+            r#"{{"seq":{},"temp":{:.1}}}"#,
+            seq,
+            rng.random_range(-20.0..40.0_f64)
+        )
+        .into_bytes(),
+        PayloadKind::Binary => (0..rng.random_range(16..64))
+            .map(|_| rng.random())
+            .collect(),
+        _ => format!("reading {seq} of {device_id}").into_bytes(),
+    };
+    let packet = Packet {
+        device_id,
+        timestamp: 0,
+        payload,
+        event_type,
+        event_id: String::new(),
+        user_id: format!("user-{}", rng.random_range(0..args.users.max(1))),
+        value,
+        attributes: [(
+            "region".to_string(),
+            ["eu", "us", "ap"][rng.random_range(0..3)].to_string(),
+        )]
+        .into(),
+    };
+    match form {
+        Form::Protobuf => packet.encode_to_vec(),
+        Form::Json => {
+            // The object without timestamp and closing brace; `next`
+            // appends them with the id.
+            let json = serde_json::to_string(&packet_json(&packet)).expect("an event serialises");
+            let mut json = json.replacen(",\"timestamp\":0", "", 1).into_bytes();
+            json.pop();
+            json
+        }
     }
 }
 
@@ -216,30 +342,56 @@ struct Settled {
     settled: u64,
 }
 
+#[derive(Clone)]
 enum Transport {
-    Grpc(TelemetryIngestClient<tonic::transport::Channel>, GrpcMode),
+    Grpc(tonic::client::Grpc<Channel>, GrpcMode),
     Http(reqwest::Client, String),
 }
 
+const STREAM_PACKETS: &str = "/telemetry.v1.TelemetryIngest/StreamPackets";
+const SEND_BATCH: &str = "/telemetry.v1.TelemetryIngest/SendBatch";
+
 impl Transport {
-    /// One attempt; Err(Some(partial)) is retryable, Err(None) is final.
-    async fn send(&mut self, packets: &[Packet]) -> Result<Settled, (Option<Settled>, String)> {
+    fn form(&self) -> Form {
         match self {
-            Transport::Grpc(client, mode) => {
-                let result = match mode {
-                    GrpcMode::Stream => {
-                        client
-                            .stream_packets(tokio_stream::iter(packets.to_vec()))
+            Transport::Grpc(..) => Form::Protobuf,
+            Transport::Http(..) => Form::Json,
+        }
+    }
+
+    /// One attempt; Err(Some(partial)) is retryable, Err(None) is final.
+    async fn send(&mut self, events: &[Bytes]) -> Result<Settled, (Option<Settled>, String)> {
+        match self {
+            Transport::Grpc(grpc, mode) => {
+                let result = match grpc.ready().await {
+                    Err(e) => Err(tonic::Status::unknown(format!("service not ready: {e}"))),
+                    Ok(()) => match mode {
+                        GrpcMode::Stream => {
+                            let stream = tokio_stream::iter(events.to_vec());
+                            grpc.client_streaming(
+                                tonic::Request::new(stream),
+                                PathAndQuery::from_static(STREAM_PACKETS),
+                                RawCodec,
+                            )
                             .await
-                    }
-                    GrpcMode::Batch => {
-                        client
-                            .send_batch(PacketBatch {
-                                packets: packets.to_vec(),
-                                sequence: 0,
-                            })
+                        }
+                        GrpcMode::Batch => {
+                            // PacketBatch { packets (1): repeated Packet }
+                            let len: usize = events.iter().map(|e| e.len() + 6).sum();
+                            let mut batch = BytesMut::with_capacity(len);
+                            for e in events {
+                                batch.put_u8((1 << 3) | 2);
+                                prost::encoding::encode_varint(e.len() as u64, &mut batch);
+                                batch.put_slice(e);
+                            }
+                            grpc.unary(
+                                tonic::Request::new(batch.freeze()),
+                                PathAndQuery::from_static(SEND_BATCH),
+                                RawCodec,
+                            )
                             .await
-                    }
+                        }
+                    },
                 };
                 match result {
                     Ok(r) => {
@@ -248,7 +400,7 @@ impl Transport {
                             accepted: a.accepted,
                             rejected: a.rejected,
                             duplicates: a.duplicates,
-                            settled: packets.len() as u64,
+                            settled: events.len() as u64,
                         })
                     }
                     Err(status) => {
@@ -279,10 +431,20 @@ impl Transport {
                 }
             }
             Transport::Http(client, base) => {
-                let body: Vec<EventJson> = packets.iter().map(packet_json).collect();
+                let len: usize = events.iter().map(|e| e.len() + 1).sum();
+                let mut body = BytesMut::with_capacity(len + 2);
+                body.put_u8(b'[');
+                for (i, e) in events.iter().enumerate() {
+                    if i > 0 {
+                        body.put_u8(b',');
+                    }
+                    body.put_slice(e);
+                }
+                body.put_u8(b']');
                 let response = client
                     .post(format!("{base}/api/v1/events/batch"))
-                    .json(&body)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.freeze())
                     .send()
                     .await
                     .map_err(|e| (Some(Settled::default()), e.to_string()))?;
@@ -309,13 +471,54 @@ impl Transport {
                         accepted: ack.accepted,
                         rejected: ack.rejected,
                         duplicates: ack.duplicates,
-                        settled: packets.len() as u64,
+                        settled: events.len() as u64,
                     });
                 }
                 let retryable = matches!(status.as_u16(), 429 | 503);
                 Err((retryable.then_some(partial), format!("{status}: {text}")))
             }
         }
+    }
+}
+
+/// Sends pre-encoded `Packet` / `PacketBatch` bytes as they are and decodes
+/// the `Ack`.
+#[derive(Debug, Clone, Copy)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Ack;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Ack;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Ack>, tonic::Status> {
+        Ack::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("cannot decode the Ack: {e}")))
     }
 }
 
@@ -378,13 +581,16 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Summary> {
     let mut handles = Vec::new();
     for w in 0..workers {
         let share = args.n / workers as u64 + u64::from((w as u64) < args.n % workers as u64);
-        let mut transport = match (&args.grpc, &args.http) {
+        let transport = match (&args.grpc, &args.http) {
             (Some(url), _) => {
-                let client = TelemetryIngestClient::connect(url.clone())
+                let channel = Channel::from_shared(url.clone())
+                    .with_context(|| format!("--grpc: not a URL: {url}"))?
+                    .connect()
                     .await
-                    .with_context(|| format!("cannot connect to {url}"))?
-                    .max_encoding_message_size(64 * 1024 * 1024);
-                Transport::Grpc(client, args.grpc_mode)
+                    .with_context(|| format!("cannot connect to {url}"))?;
+                let grpc =
+                    tonic::client::Grpc::new(channel).max_encoding_message_size(64 * 1024 * 1024);
+                Transport::Grpc(grpc, args.grpc_mode)
             }
             (None, Some(url)) => Transport::Http(
                 reqwest::Client::new(),
@@ -395,62 +601,69 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Summary> {
         let seed = args
             .seed
             .map_or_else(|| rand::rng().random(), |s| s.wrapping_add(w as u64));
-        let mut generator = Generator {
-            rng: StdRng::seed_from_u64(seed),
-            run: run_id.clone(),
-            worker: w,
-            seq: 0,
-            args: args.clone(),
-            types: types.clone(),
-            history: VecDeque::new(),
-        };
+        let mut generator = Generator::new(
+            &args,
+            &types,
+            transport.form(),
+            format!("{run_id}-{w}-"),
+            seed,
+        );
         let tally = tally.clone();
         let progress = progress.clone();
         let args = args.clone();
         let stop = stop.clone();
         handles.push(tokio::spawn(async move {
             let per_worker_rate = args.rate as f64 / workers as f64;
-            let mut next_at = tokio::time::Instant::now();
+            let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+            let mut calls = tokio::task::JoinSet::new();
+            let mut next_at = Instant::now();
             let mut left = share;
+            let mut transport = transport;
             while left > 0 && !stop.load(Ordering::Relaxed) {
                 let n = left.min(args.batch as u64);
                 left -= n;
-                let mut packets = Vec::with_capacity(n as usize);
-                let (mut invalid, mut dup_of_valid) = (0, 0);
+                let now_ms = crate::intake::now_ms();
+                let mut events = Vec::with_capacity(n as usize);
+                let mut call = CallCounts {
+                    sent: n,
+                    ..Default::default()
+                };
                 for _ in 0..n {
-                    let (p, valid, dup) = generator.next();
-                    invalid += u64::from(!valid);
-                    dup_of_valid += u64::from(dup && valid);
-                    packets.push(p);
+                    let (bytes, valid, dup) = generator.next(now_ms);
+                    call.invalid += u64::from(!valid);
+                    call.dup_of_valid += u64::from(dup && valid);
+                    events.push(bytes);
                 }
                 if per_worker_rate > 0.0 {
+                    // Open loop: the call is due at `next_at` whatever the
+                    // calls before it are doing; latency counts from then.
                     tokio::time::sleep_until(next_at).await;
+                    let due = next_at;
                     next_at += Duration::from_secs_f64(n as f64 / per_worker_rate);
+                    let permit = in_flight
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("never closed");
+                    let (mut transport, tally, progress, stop) = (
+                        transport.clone(),
+                        tally.clone(),
+                        progress.clone(),
+                        stop.clone(),
+                    );
+                    let retries = args.retries;
+                    calls.spawn(async move {
+                        let outcome = send_with_retries(&mut transport, &events, retries).await;
+                        drop(permit);
+                        record(&tally, &progress, &stop, call, outcome, due).await;
+                    });
+                } else {
+                    let due = Instant::now();
+                    let outcome = send_with_retries(&mut transport, &events, args.retries).await;
+                    record(&tally, &progress, &stop, call, outcome, due).await;
                 }
-                let call_started = Instant::now();
-                let (settled, retries, failed) =
-                    send_with_retries(&mut transport, &packets, args.retries).await;
-                if failed > 0 {
-                    // A call that failed after every retry ends the run: the
-                    // server is gone or refuses, and the summary says so.
-                    stop.store(true, Ordering::Relaxed);
-                }
-                let micros = call_started.elapsed().as_micros() as u64;
-                let mut t = tally.lock().await;
-                let s = &mut t.summary;
-                s.sent += n;
-                s.accepted += settled.accepted;
-                s.rejected += settled.rejected;
-                s.duplicates += settled.duplicates;
-                s.expected_rejected += invalid;
-                s.expected_duplicates += dup_of_valid;
-                s.retries += retries;
-                s.failed += failed;
-                if let Some(h) = t.latency.as_mut() {
-                    let _ = h.record(micros.max(1));
-                }
-                progress.inc(n);
             }
+            while calls.join_next().await.is_some() {}
         }));
     }
     for h in handles {
@@ -473,11 +686,51 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Summary> {
     Ok(s)
 }
 
+/// What a call carried, for the summary.
+#[derive(Debug, Default, Clone, Copy)]
+struct CallCounts {
+    sent: u64,
+    invalid: u64,
+    dup_of_valid: u64,
+}
+
+/// Adds one finished call (what it carried, what settled, retries, events
+/// never settled) to the tally; latency counts from `due`.
+async fn record(
+    tally: &Mutex<Tally>,
+    progress: &ProgressBar,
+    stop: &AtomicBool,
+    call: CallCounts,
+    (settled, retries, failed): (Settled, u64, u64),
+    due: Instant,
+) {
+    if failed > 0 {
+        // A call that failed after every retry ends the run: the server is
+        // gone or refuses, and the summary says so.
+        stop.store(true, Ordering::Relaxed);
+    }
+    let micros = due.elapsed().as_micros() as u64;
+    let mut t = tally.lock().await;
+    let s = &mut t.summary;
+    s.sent += call.sent;
+    s.accepted += settled.accepted;
+    s.rejected += settled.rejected;
+    s.duplicates += settled.duplicates;
+    s.expected_rejected += call.invalid;
+    s.expected_duplicates += call.dup_of_valid;
+    s.retries += retries;
+    s.failed += failed;
+    if let Some(h) = t.latency.as_mut() {
+        let _ = h.record(micros.max(1));
+    }
+    progress.inc(call.sent);
+}
+
 /// Sends a call, resuming from the settled point after retryable failures.
 /// Returns what settled, the retries made, and the events never settled.
 async fn send_with_retries(
     transport: &mut Transport,
-    packets: &[Packet],
+    packets: &[Bytes],
     retries: u32,
 ) -> (Settled, u64, u64) {
     let mut total = Settled::default();

@@ -1,115 +1,104 @@
 -- One flush of telemetry-ingest, applied atomically and at most once.
 --
 -- KEYS[1]  the flush's marker key (tp:{pipeline}:batch:<id>)
--- ARGV     marker_ttl,
---          n_ops,     (kind, key, field) * n_ops
---          n_uncond,  (op, amount) * n_uncond          -- pre-summed events
---          n_entries, (claim_key, id, n_refs, (op, amount) * n_refs) * n_entries
---          n_expire,  (key, 'at'|'in', seconds) * n_expire
---          n_trim,    (key, keep) * n_trim
--- Returns  'ok:' followed by the comma-separated (0-based) indices of the
---          entries whose id was already claimed (duplicates).
+-- ARGV     marker_ttl, result,
+--          n_sets,  (set_key, n, id * n) * n_sets           -- dedup claims
+--          for each of HINCRBY, HINCRBYFLOAT, ZINCRBY, min, max:
+--            n_keys, (key, n, (field, amount) * n) * n_keys  -- pre-summed
+--          n_lists, (key, keep, trim_above, ttl, refresh, n, value * n) * n_lists
+--                                                            -- recent events
+--          n_expire, (key, unix_seconds) * n_expire          -- EXPIREAT
+-- Returns  `result` once applied (and on every replay of the same marker);
+--          or 'dup:' followed by the comma-separated (0-based) positions,
+--          among all ids sent, of the ids already claimed: then nothing was
+--          written, and the caller sends the flush again without them.
 --
--- A replay with the same marker returns the stored result and writes nothing,
--- so a flush retried after a lost reply is applied exactly once. All keys
--- share the pipeline's hash tag, so this stays within one Redis Cluster slot.
+-- Amounts arrive summed and formatted by the pod, so each (key, field) costs
+-- one command here. All keys share the pipeline's hash tag, so this stays
+-- within one Redis Cluster slot.
 
 local done = redis.call('GET', KEYS[1])
 if done then
   return done
 end
 
-local i = 1
-local function nextarg()
-  local v = ARGV[i]
-  i = i + 1
-  return v
-end
+-- unpack() is bounded by the Lua stack; variadic commands go in slices.
+local SLICE = 512
+local i = 3
 
-local marker_ttl = nextarg()
-local kind, key, field = {}, {}, {}
-for o = 1, tonumber(nextarg()) do
-  kind[o] = nextarg(); key[o] = nextarg(); field[o] = nextarg()
-end
-
-local acc, pushes = {}, {}
-local function add(o, amount)
-  local k = kind[o]
-  if k == 'l' then
-    local list = pushes[o]
-    if not list then list = {}; pushes[o] = list end
-    list[#list + 1] = amount
-    return
+-- Claims: check every id first, write nothing if one is taken.
+local n_sets = tonumber(ARGV[i]); i = i + 1
+local sets_at = i
+local dups, base = {}, 0
+for _ = 1, n_sets do
+  local key, n = ARGV[i], tonumber(ARGV[i + 1]); i = i + 2
+  for s = 0, n - 1, SLICE do
+    local seen = redis.call('SMISMEMBER', key, unpack(ARGV, i + s, i + math.min(s + SLICE, n) - 1))
+    for k = 1, #seen do
+      if seen[k] == 1 then dups[#dups + 1] = base + s + k - 1 end
+    end
   end
-  local x = tonumber(amount)
-  local cur = acc[o]
-  if cur == nil then
-    acc[o] = x
-  elseif k == 'mn' then
-    if x < cur then acc[o] = x end
-  elseif k == 'mx' then
-    if x > cur then acc[o] = x end
-  else
-    acc[o] = cur + x
+  i = i + n; base = base + n
+end
+if #dups > 0 then
+  return 'dup:' .. table.concat(dups, ',')
+end
+i = sets_at
+for _ = 1, n_sets do
+  local key, n = ARGV[i], tonumber(ARGV[i + 1]); i = i + 2
+  for s = 0, n - 1, SLICE do
+    redis.call('SADD', key, unpack(ARGV, i + s, i + math.min(s + SLICE, n) - 1))
   end
+  i = i + n
 end
 
-for _ = 1, tonumber(nextarg()) do
-  local o = tonumber(nextarg())
-  add(o, nextarg())
-end
-
-local dups = {}
-for e = 1, tonumber(nextarg()) do
-  local claim_key, id, n = nextarg(), nextarg(), tonumber(nextarg())
-  if claim_key == '' or redis.call('SADD', claim_key, id) == 1 then
+local function each_pair(apply)
+  local groups = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, groups do
+    local key, n = ARGV[i], tonumber(ARGV[i + 1]); i = i + 2
     for _ = 1, n do
-      local o = tonumber(nextarg())
-      add(o, nextarg())
-    end
-  else
-    dups[#dups + 1] = e - 1
-    i = i + 2 * n
-  end
-end
-
-for o, x in pairs(acc) do
-  local k = kind[o]
-  if k == 'h' then
-    redis.call('HINCRBY', key[o], field[o], string.format('%.0f', x))
-  elseif k == 'f' then
-    redis.call('HINCRBYFLOAT', key[o], field[o], string.format('%.17g', x))
-  elseif k == 'z' then
-    redis.call('ZINCRBY', key[o], string.format('%.17g', x), field[o])
-  elseif k == 'mn' or k == 'mx' then
-    local stored = tonumber(redis.call('HGET', key[o], field[o]))
-    if stored == nil or (k == 'mn' and x < stored) or (k == 'mx' and x > stored) then
-      redis.call('HSET', key[o], field[o], string.format('%.17g', x))
+      apply(key, ARGV[i], ARGV[i + 1]); i = i + 2
     end
   end
 end
 
-for o, list in pairs(pushes) do
-  -- unpack() is bounded by the Lua stack; push in slices.
-  for s = 1, #list, 256 do
-    redis.call('LPUSH', key[o], unpack(list, s, math.min(s + 255, #list)))
+each_pair(function(key, field, n) redis.call('HINCRBY', key, field, n) end)
+each_pair(function(key, field, x) redis.call('HINCRBYFLOAT', key, field, x) end)
+each_pair(function(key, member, x) redis.call('ZINCRBY', key, x, member) end)
+each_pair(function(key, field, x)
+  local stored = tonumber(redis.call('HGET', key, field))
+  if stored == nil or tonumber(x) < stored then redis.call('HSET', key, field, x) end
+end)
+each_pair(function(key, field, x)
+  local stored = tonumber(redis.call('HGET', key, field))
+  if stored == nil or tonumber(x) > stored then redis.call('HSET', key, field, x) end
+end)
+
+-- A list is trimmed back to `keep` once it is longer than `trim_above`
+-- (readers see only the first `keep`), and its TTL is set when the pod asks
+-- (`refresh`, at most every few minutes per list) or when this push created it.
+local lists = tonumber(ARGV[i]); i = i + 1
+for _ = 1, lists do
+  local key, keep, trim_above = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local ttl, refresh, n = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
+  i = i + 6
+  local len = 0
+  for s = 0, n - 1, SLICE do
+    len = redis.call('LPUSH', key, unpack(ARGV, i + s, i + math.min(s + SLICE, n) - 1))
+  end
+  i = i + n
+  if len > trim_above then
+    redis.call('LTRIM', key, 0, keep - 1)
+  end
+  if ttl ~= '0' and (refresh == '1' or len == n) then
+    redis.call('EXPIRE', key, ttl)
   end
 end
 
-for _ = 1, tonumber(nextarg()) do
-  local k, mode, secs = nextarg(), nextarg(), nextarg()
-  if mode == 'at' then
-    redis.call('EXPIREAT', k, secs)
-  else
-    redis.call('EXPIRE', k, secs)
-  end
+local expires = tonumber(ARGV[i]); i = i + 1
+for _ = 1, expires do
+  redis.call('EXPIREAT', ARGV[i], ARGV[i + 1]); i = i + 2
 end
 
-for _ = 1, tonumber(nextarg()) do
-  local k, keep = nextarg(), tonumber(nextarg())
-  redis.call('LTRIM', k, 0, keep - 1)
-end
-
-local result = 'ok:' .. table.concat(dups, ',')
-redis.call('SET', KEYS[1], result, 'EX', marker_ttl)
-return result
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1])
+return ARGV[2]
