@@ -76,6 +76,12 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// Counts one failed reconciliation under its reason.
+    pub fn record_failure(&self, reason: &str) {
+        self.reconciliations.with_label_values(&["error"]).inc();
+        self.failures.with_label_values(&[reason]).inc();
+    }
+
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         TextEncoder::new()

@@ -110,14 +110,7 @@ pub async fn reconcile(tp: Arc<TelemetryPipeline>, ctx: Arc<Context>) -> Result<
         Err(error) if error.is_permanent() => {
             // Retrying will not help: say so in the status and wait for a change.
             warn!(%error, reason = error.reason(), "reconcile failed permanently");
-            ctx.metrics
-                .reconciliations
-                .with_label_values(&["error"])
-                .inc();
-            ctx.metrics
-                .failures
-                .with_label_values(&[error.reason()])
-                .inc();
+            ctx.metrics.record_failure(error.reason());
             let problem = Problem {
                 reason: error.reason().to_string(),
                 message: error.to_string(),
@@ -145,14 +138,7 @@ pub async fn reconcile(tp: Arc<TelemetryPipeline>, ctx: Arc<Context>) -> Result<
 
 /// Counts a transient failure and requeues with exponential backoff.
 pub fn error_policy(tp: Arc<TelemetryPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconciliations
-        .with_label_values(&["error"])
-        .inc();
-    ctx.metrics
-        .failures
-        .with_label_values(&[error.reason()])
-        .inc();
+    ctx.metrics.record_failure(error.reason());
     let mut failures = ctx.failures.lock().expect("not poisoned");
     let n = failures.entry(ObjectRef::from_obj(&*tp)).or_insert(0);
     *n = n.saturating_add(1);
