@@ -15,6 +15,7 @@ pub const DEFAULT_PIPELINE: &str = "default";
 pub const DEFAULT_QUEUE_CAPACITY: usize = 100_000;
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 2;
+pub const DEFAULT_FLUSH_BUDGET_US: u64 = 5_000;
 pub const DEFAULT_FLUSH_CONCURRENCY: usize = 4;
 pub const DEFAULT_FLUSH_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_BACKPRESSURE_TIMEOUT_MS: u64 = 10_000;
@@ -95,9 +96,17 @@ pub struct QueueArgs {
     pub queue_capacity: usize,
 
     /// Events per atomic Redis flush (one Lua call), at most; a flush is cut
-    /// earlier once its estimated Redis time reaches a few milliseconds.
+    /// earlier once its estimated Redis time reaches `--flush-budget-us`.
     #[arg(long, env = "TELEMETRY_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
+
+    /// Estimated Redis time of one flush (one script call) at which it stops
+    /// taking more events, in microseconds. Larger flushes fold more events
+    /// into each per-key command (less Redis CPU per event) but hold Redis,
+    /// and the queries waiting behind a flush, for longer.
+    #[arg(long, env = "TELEMETRY_FLUSH_BUDGET_US", default_value_t = DEFAULT_FLUSH_BUDGET_US,
+          value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+    pub flush_budget_us: u64,
 
     /// Longest wait for a flush to fill up, in milliseconds.
     #[arg(long, env = "TELEMETRY_FLUSH_INTERVAL_MS", default_value_t = DEFAULT_FLUSH_INTERVAL_MS)]
@@ -230,5 +239,21 @@ mod tests {
         let err =
             IngestArgs::try_parse_from(["telemetry-ingest", "--pipeline", "a{b"]).unwrap_err();
         assert!(err.to_string().contains("must not contain"), "{err}");
+    }
+
+    #[test]
+    fn flush_budget_defaults_to_five_ms_and_refuses_values_out_of_range() {
+        let args = IngestArgs::try_parse_from(["telemetry-ingest"]).unwrap();
+        assert_eq!(args.queue.flush_budget_us, 5_000);
+        let args =
+            IngestArgs::try_parse_from(["telemetry-ingest", "--flush-budget-us", "2000"]).unwrap();
+        assert_eq!(args.queue.flush_budget_us, 2_000);
+        let err = IngestArgs::try_parse_from(["telemetry-ingest", "--flush-budget-us", "50"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--flush-budget-us") && err.contains("100"),
+            "{err}"
+        );
     }
 }

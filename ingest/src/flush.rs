@@ -5,7 +5,7 @@
 //! Batching is natural rather than timed: at most `flush_concurrency` flushes
 //! are in flight, and while they are, chunks pile up and the next flush takes
 //! them (up to `batch_size` events, or until the flush's estimated Redis time
-//! reaches [`FLUSH_BUDGET_MICROS`]). Under light load an event is flushed as
+//! reaches its budget, `--flush-budget-us`). Under light load an event is flushed as
 //! soon as it arrives; under heavy load every flush is full.
 //!
 //! Chunks are planned as they are taken (the plan says what the flush will
@@ -32,17 +32,14 @@ use crate::queue::{Chunk, ChunkOutcome};
 use crate::store::Store;
 use crate::{Error, Result};
 
-/// Estimated Redis time of one flush (one script call) at which the flusher
-/// stops adding chunks to it. Larger flushes fold more events into each
-/// per-key command (fewer commands per event) but hold Redis, and queries,
-/// for longer; see BENCHMARKS.md for the trade.
-pub const FLUSH_BUDGET_MICROS: f64 = 5_000.0;
-
 /// What the flusher needs.
 #[derive(Debug, Clone)]
 pub struct FlushOptions {
     pub batch_size: usize,
     pub linger: Duration,
+    /// Estimated Redis time at which a flush stops taking chunks; see
+    /// BENCHMARKS.md for the trade.
+    pub budget_micros: f64,
     pub concurrency: usize,
     pub timeout: Duration,
 }
@@ -70,7 +67,7 @@ pub async fn run(
         }
         let mut chunks = vec![first];
         let linger_until = tokio::time::Instant::now() + options.linger;
-        while plan.events() < options.batch_size && plan.cost_micros() < FLUSH_BUDGET_MICROS {
+        while plan.events() < options.batch_size && plan.cost_micros() < options.budget_micros {
             let next = match rx.try_recv() {
                 Ok(chunk) => Some(chunk),
                 Err(_) if options.linger.is_zero() => None,

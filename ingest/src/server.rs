@@ -112,6 +112,7 @@ pub async fn run(
         FlushOptions {
             batch_size: args.queue.batch_size.max(1),
             linger: args.queue.flush_interval(),
+            budget_micros: args.queue.flush_budget_us as f64,
             concurrency: args.queue.flush_concurrency,
             timeout: args.queue.flush_timeout(),
         },

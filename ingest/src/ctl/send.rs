@@ -44,8 +44,11 @@ use crate::http::AckJson;
 
 /// Calls one connection has in flight at most in `--rate` mode.
 pub const MAX_IN_FLIGHT: usize = 64;
-/// Templates each worker draws its events from.
-const POOL: usize = 4096;
+/// Templates each worker draws its events from. Device and user are drawn
+/// per event and written into the template's placeholders, so a pool small
+/// enough to stay in the CPU cache still spreads events over every device
+/// and user.
+const POOL: usize = 64;
 
 #[derive(Debug, Clone, Args)]
 pub struct SendArgs {
@@ -168,8 +171,10 @@ struct Generator {
     seq: u64,
     duplicates: f64,
     invalid: f64,
-    valid_pool: Vec<Vec<u8>>,
-    invalid_pool: Vec<Vec<u8>>,
+    devices: u64,
+    users: u64,
+    valid_pool: Vec<Template>,
+    invalid_pool: Vec<Template>,
     buf: BytesMut,
     /// Recent events (and whether they were valid) to draw duplicates from.
     history: VecDeque<(Bytes, bool)>,
@@ -178,7 +183,7 @@ struct Generator {
 impl Generator {
     fn new(args: &SendArgs, types: &[String], form: Form, id_prefix: String, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut pool = |valid: bool, n: usize| -> Vec<Vec<u8>> {
+        let mut pool = |valid: bool, n: usize| -> Vec<Template> {
             (0..n)
                 .map(|i| template(&mut rng, args, types, valid, i as u64, form))
                 .collect()
@@ -196,6 +201,8 @@ impl Generator {
             seq: 0,
             duplicates: args.duplicates.clamp(0.0, 1.0),
             invalid: args.invalid.clamp(0.0, 1.0),
+            devices: args.devices.max(1),
+            users: args.users.max(1),
             valid_pool,
             invalid_pool,
             buf: BytesMut::new(),
@@ -222,13 +229,22 @@ impl Generator {
             &self.invalid_pool
         };
         let t = &pool[self.rng.random_range(0..pool.len())];
-        if self.buf.capacity() - self.buf.len() < t.len() + 64 {
+        if self.buf.capacity() - self.buf.len() < t.bytes.len() + 64 {
             self.buf.reserve(64 * 1024);
         }
         let mut seq = itoa::Buffer::new();
         let seq = seq.format(self.seq).as_bytes();
         let id_len = self.id_prefix.len() + seq.len();
-        self.buf.put_slice(t);
+        let at = self.buf.len();
+        self.buf.put_slice(&t.bytes);
+        if let Some((from, width)) = t.device {
+            let device = self.rng.random_range(0..self.devices);
+            put_digits(&mut self.buf[at + from..at + from + width], device);
+        }
+        if let Some((from, width)) = t.user {
+            let user = self.rng.random_range(0..self.users);
+            put_digits(&mut self.buf[at + from..at + from + width], user);
+        }
         match self.form {
             Form::Protobuf => {
                 // Fields may come in any order: timestamp (2), event_id (5).
@@ -260,7 +276,32 @@ impl Generator {
     }
 }
 
-/// One template: a random event without id and timestamp, encoded.
+/// An encoded event without id and timestamp, and where in it the digits
+/// of its device and user id go (offset and width).
+struct Template {
+    bytes: Vec<u8>,
+    device: Option<(usize, usize)>,
+    user: Option<(usize, usize)>,
+}
+
+/// Writes `n` as decimal digits filling `dst`, zero-padded.
+fn put_digits(dst: &mut [u8], mut n: u64) {
+    for b in dst.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+/// Digits of the largest of `n` ids (0..n), at least 5.
+fn id_width(n: u64) -> usize {
+    n.saturating_sub(1)
+        .checked_ilog10()
+        .map_or(1, |d| d as usize + 1)
+        .max(5)
+}
+
+/// One template: a random event without id and timestamp, encoded, with
+/// placeholder device and user ids (all zeros) for `Generator::next` to fill.
 fn template(
     rng: &mut StdRng,
     args: &SendArgs,
@@ -268,13 +309,14 @@ fn template(
     valid: bool,
     seq: u64,
     form: Form,
-) -> Vec<u8> {
-    let device = rng.random_range(0..args.devices.max(1));
+) -> Template {
+    let (device_width, user_width) = (id_width(args.devices), id_width(args.users));
     let device_id = if valid {
-        format!("device-{device:05}")
+        format!("device-{:0device_width$}", 0)
     } else {
-        format!("bad device {device}!")
+        format!("bad device {}!", rng.random_range(0..args.devices.max(1)))
     };
+    let user_id = format!("user-{:0user_width$}", 0);
     let event_type = types[rng.random_range(0..types.len())].clone();
     let value = if event_type == "purchase" {
         (rng.random_range(100..10_000) as f64) / 100.0
@@ -305,7 +347,7 @@ fn template(
         payload,
         event_type,
         event_id: String::new(),
-        user_id: format!("user-{}", rng.random_range(0..args.users.max(1))),
+        user_id: user_id.clone(),
         value,
         attributes: [(
             "region".to_string(),
@@ -313,7 +355,7 @@ fn template(
         )]
         .into(),
     };
-    match form {
+    let bytes = match form {
         Form::Protobuf => packet.encode_to_vec(),
         Form::Json => {
             // The object without timestamp and closing brace; `next`
@@ -323,6 +365,23 @@ fn template(
             json.pop();
             json
         }
+    };
+    // The first occurrence is the field itself (a text payload may repeat
+    // the device id; it keeps the placeholder).
+    let find = |needle: &str, prefix: usize| {
+        bytes
+            .windows(needle.len())
+            .position(|w| w == needle.as_bytes())
+            .map(|at| (at + prefix, needle.len() - prefix))
+    };
+    Template {
+        device: if valid {
+            find(&packet.device_id, "device-".len())
+        } else {
+            None
+        },
+        user: find(&user_id, "user-".len()),
+        bytes,
     }
 }
 
@@ -802,4 +861,90 @@ pub fn summary_table(s: &Summary) -> String {
         out.push_str("WARNING: acknowledgements do not match what was sent\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn args(devices: u64, users: u64, payload: PayloadKind) -> SendArgs {
+        SendArgs {
+            grpc: None,
+            http: None,
+            n: 0,
+            devices,
+            users,
+            event_types: "reading,purchase,login".into(),
+            rate: 0,
+            concurrency: 1,
+            batch: 100,
+            grpc_mode: GrpcMode::Stream,
+            payload,
+            duplicates: 0.0,
+            invalid: 0.0,
+            retries: 0,
+            seed: Some(7),
+            json: true,
+            no_progress: true,
+        }
+    }
+
+    fn types() -> Vec<String> {
+        ["reading", "purchase", "login"].map(String::from).to_vec()
+    }
+
+    #[test]
+    fn protobuf_events_decode_and_spread_over_every_device_and_user() {
+        let args = args(1000, 5000, PayloadKind::Mixed);
+        let mut g = Generator::new(&args, &types(), Form::Protobuf, "run-0-".into(), 7);
+        let (mut devices, mut users, mut ids) = (HashSet::new(), HashSet::new(), HashSet::new());
+        for _ in 0..40_000 {
+            let (bytes, valid, dup) = g.next(1_700_000_000_000);
+            assert!(valid && !dup);
+            let p = Packet::decode(bytes).expect("a Packet");
+            assert_eq!(p.timestamp, 1_700_000_000_000);
+            let device: u64 = p
+                .device_id
+                .strip_prefix("device-")
+                .unwrap()
+                .parse()
+                .unwrap();
+            let user: u64 = p.user_id.strip_prefix("user-").unwrap().parse().unwrap();
+            assert!(device < 1000 && user < 5000, "{p:?}");
+            assert_eq!((p.device_id.len(), p.user_id.len()), (12, 10));
+            devices.insert(device);
+            users.insert(user);
+            assert!(ids.insert(p.event_id));
+        }
+        // 40 000 uniform draws leave none of 1 000 devices and almost none
+        // of 5 000 users out (expected misses: ~0 and ~2).
+        assert_eq!(devices.len(), 1000);
+        assert!(users.len() > 4950, "{}", users.len());
+    }
+
+    #[test]
+    fn json_events_parse_with_ids_wider_than_five_digits() {
+        let args = args(200_000, 3, PayloadKind::Text);
+        let mut g = Generator::new(&args, &types(), Form::Json, "run-1-".into(), 9);
+        let mut wide = false;
+        for _ in 0..2_000 {
+            let (bytes, _, _) = g.next(1_700_000_000_000);
+            let e: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+            let device = e["deviceId"].as_str().unwrap();
+            let n: u64 = device.strip_prefix("device-").unwrap().parse().unwrap();
+            assert!(
+                n < 200_000 && device.len() == "device-".len() + 6,
+                "{device}"
+            );
+            wide |= n >= 100_000;
+            let user: u64 = e["userId"].as_str().unwrap()[5..].parse().unwrap();
+            assert!(user < 3);
+            assert_eq!(e["timestamp"], 1_700_000_000_000_i64);
+        }
+        assert!(wide, "ids of six digits are drawn too");
+        assert_eq!(id_width(1), 5);
+        assert_eq!(id_width(100_000), 5);
+        assert_eq!(id_width(100_001), 6);
+    }
 }
