@@ -140,6 +140,9 @@ impl Unit {
                             _ => outcome.accepted += 1,
                         }
                     }
+                    self.metrics
+                        .stored_latency
+                        .observe(chunk.queued_at.elapsed().as_secs_f64());
                     self.metrics.accepted.inc_by(outcome.accepted);
                     self.metrics.duplicates.inc_by(outcome.duplicates);
                     // The handler may have gone (client cancelled): the events

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     pub queue_capacity: IntGauge,
     pub flush_duration: Histogram,
+    pub stored_latency: Histogram,
     pub flush_batch_size: Histogram,
     pub flush_retries: IntCounter,
     pub flush_failures: IntCounter,
@@ -96,6 +97,12 @@ impl Metrics {
             flush_duration: histogram(
                 "telemetry_ingest_flush_duration_seconds",
                 "Time to apply one flush to Redis, retries included.",
+                prometheus::exponential_buckets(0.0002, 2.0, 16).expect("valid buckets"),
+            ),
+            stored_latency: histogram(
+                "telemetry_ingest_stored_latency_seconds",
+                "Time from a chunk of events entering the queue to its flush being answered \
+                 (queue wait and flush): the server's share of ack latency.",
                 prometheus::exponential_buckets(0.0002, 2.0, 16).expect("valid buckets"),
             ),
             flush_batch_size: histogram(

@@ -30,6 +30,8 @@ pub type Reply = oneshot::Receiver<Result<ChunkOutcome>>;
 pub struct Chunk {
     pub events: Vec<Event>,
     pub reply: oneshot::Sender<Result<ChunkOutcome>>,
+    /// When the chunk entered the queue.
+    pub queued_at: std::time::Instant,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -121,6 +123,7 @@ impl Queue {
             .send(Chunk {
                 events,
                 reply,
+                queued_at: std::time::Instant::now(),
                 _permit: permit,
             })
             .map_err(|_| Error::ShuttingDown)?;

@@ -83,6 +83,47 @@ async fn grpc_stream_of_valid_invalid_and_duplicate_events_acks_exact_counts() {
 }
 
 #[tokio::test]
+async fn metrics_count_the_flushed_events_and_time_every_answered_chunk() {
+    let redis = Redis::start();
+    let p = pipeline("metrics");
+    let ingest = Ingest::start(&redis.url(), &p, &[]).await;
+    let (packets, _) = mixed_stream();
+    let ack = ingest
+        .client()
+        .await
+        .stream_packets(tokio_stream::iter(packets))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((ack.accepted, ack.duplicates), (300, 30));
+    let text = reqwest::get(format!("{}/metrics", ingest.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    assert_eq!(value("telemetry_ingest_accepted_total"), 300.0);
+    assert_eq!(value("telemetry_ingest_duplicates_total"), 30.0);
+    // Valid events go through a flush, repeats included; rejected ones not.
+    assert_eq!(value("telemetry_ingest_flush_batch_size_sum"), 330.0);
+    // Every chunk is timed from the queue to its answer, which includes the
+    // flush that stored it; every flush carries at least one chunk.
+    let chunks = value("telemetry_ingest_stored_latency_seconds_count");
+    let flushes = value("telemetry_ingest_flush_duration_seconds_count");
+    assert!(chunks >= flushes && flushes >= 1.0, "{chunks} {flushes}");
+    assert!(
+        value("telemetry_ingest_stored_latency_seconds_sum")
+            >= value("telemetry_ingest_flush_duration_seconds_sum")
+    );
+    ingest.stop().await;
+}
+
+#[tokio::test]
 async fn grpc_unary_batch_and_http_batch_ack_exact_counts() {
     let redis = Redis::start();
     let p = pipeline("batches");
