@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::TcpSettings;
 use redis::{ErrorKind, IntoConnectionInfo, Script, ServerErrorKind};
 
 use crate::aggregate::{OpKind, Plan, Writes};
@@ -95,7 +96,14 @@ impl Store {
     /// Prepares the connections; they are made lazily, so the server starts
     /// (not ready) while Redis is still down.
     pub fn open(args: &RedisArgs, keys: Keys) -> Result<Store> {
-        let mut info = args.redis_url.as_str().into_connection_info()?;
+        // TCP_NODELAY, as Redis sets on its side (redis-rs does not by
+        // default): a flush is one large command, and Nagle's algorithm may
+        // hold its last segment until the ones before it are acknowledged.
+        let mut info = args
+            .redis_url
+            .as_str()
+            .into_connection_info()?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
         if let Some(password) = &args.redis_password {
             let settings = info.redis_settings().clone().set_password(password.clone());
             info = info.set_redis_settings(settings);
