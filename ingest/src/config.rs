@@ -15,7 +15,7 @@ pub const DEFAULT_PIPELINE: &str = "default";
 pub const DEFAULT_QUEUE_CAPACITY: usize = 100_000;
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 2;
-pub const DEFAULT_FLUSH_BUDGET_US: u64 = 5_000;
+pub const DEFAULT_FLUSH_BUDGET_US: u64 = 3_000;
 pub const DEFAULT_FLUSH_CONCURRENCY: usize = 4;
 pub const DEFAULT_FLUSH_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_BACKPRESSURE_TIMEOUT_MS: u64 = 10_000;
@@ -242,9 +242,9 @@ mod tests {
     }
 
     #[test]
-    fn flush_budget_defaults_to_five_ms_and_refuses_values_out_of_range() {
+    fn flush_budget_defaults_to_three_ms_and_refuses_values_out_of_range() {
         let args = IngestArgs::try_parse_from(["telemetry-ingest"]).unwrap();
-        assert_eq!(args.queue.flush_budget_us, 5_000);
+        assert_eq!(args.queue.flush_budget_us, 3_000);
         let args =
             IngestArgs::try_parse_from(["telemetry-ingest", "--flush-budget-us", "2000"]).unwrap();
         assert_eq!(args.queue.flush_budget_us, 2_000);
