@@ -44,13 +44,7 @@ async fn grpc_stream_of_valid_invalid_and_duplicate_events_acks_exact_counts() {
     let p = pipeline("grpc-mixed");
     let ingest = Ingest::start(&redis.url(), &p, &[]).await;
     let (packets, expected) = mixed_stream();
-    let ack = ingest
-        .client()
-        .await
-        .stream_packets(tokio_stream::iter(packets))
-        .await
-        .unwrap()
-        .into_inner();
+    let ack = ingest.stream(packets).await;
     assert_eq!((ack.accepted, ack.rejected, ack.duplicates), (300, 20, 30));
     assert_eq!(ack.rejected_by_reason["device_id.invalid_chars"], 10);
     assert_eq!(ack.rejected_by_reason["timestamp.missing"], 10);
@@ -88,13 +82,7 @@ async fn metrics_count_the_flushed_events_and_time_every_answered_chunk() {
     let p = pipeline("metrics");
     let ingest = Ingest::start(&redis.url(), &p, &[]).await;
     let (packets, _) = mixed_stream();
-    let ack = ingest
-        .client()
-        .await
-        .stream_packets(tokio_stream::iter(packets))
-        .await
-        .unwrap()
-        .into_inner();
+    let ack = ingest.stream(packets).await;
     assert_eq!((ack.accepted, ack.duplicates), (300, 30));
     let text = reqwest::get(format!("{}/metrics", ingest.http_url()))
         .await
@@ -370,20 +358,8 @@ async fn two_instances_on_one_redis_share_dedup_and_add_counts() {
         .map(|i| packet("d0", &format!("id{i}")))
         .collect();
     let (x, y) = more.split_at(100);
-    let ax = a
-        .client()
-        .await
-        .stream_packets(tokio_stream::iter(x.to_vec()))
-        .await
-        .unwrap()
-        .into_inner();
-    let by = b
-        .client()
-        .await
-        .stream_packets(tokio_stream::iter(y.to_vec()))
-        .await
-        .unwrap()
-        .into_inner();
+    let ax = a.stream(x.to_vec()).await;
+    let by = b.stream(y.to_vec()).await;
     assert_eq!((ax.accepted, by.accepted), (100, 200));
     assert_eq!(redis.events(&p), 800);
     assert_eq!(redis.device_total(&p), 800);

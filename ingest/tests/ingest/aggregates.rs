@@ -46,13 +46,7 @@ fn event(device: &str, id: &str, kind: &str, user: &str, value: f64, ts: i64) ->
 }
 
 async fn send(ingest: &Ingest, packets: Vec<Packet>) -> (u64, u64) {
-    let ack = ingest
-        .client()
-        .await
-        .stream_packets(tokio_stream::iter(packets))
-        .await
-        .unwrap()
-        .into_inner();
+    let ack = ingest.stream(packets).await;
     assert_eq!(ack.rejected, 0, "{:?}", ack.rejections);
     (ack.accepted, ack.duplicates)
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use telemetry_ingest::config::IngestArgs;
 use telemetry_ingest::server::{self, Listeners};
-use telemetry_proto::v1::Packet;
 use telemetry_proto::v1::telemetry_ingest_client::TelemetryIngestClient;
+use telemetry_proto::v1::{Ack, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -192,6 +192,16 @@ impl Ingest {
         TelemetryIngestClient::connect(self.grpc_url())
             .await
             .unwrap()
+    }
+
+    /// Sends `packets` as one gRPC client stream and returns its Ack.
+    pub async fn stream(&self, packets: Vec<Packet>) -> Ack {
+        self.client()
+            .await
+            .stream_packets(tokio_stream::iter(packets))
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     pub async fn ready(&self) -> bool {
