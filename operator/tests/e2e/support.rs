@@ -86,9 +86,8 @@ impl Operator {
         Ok(())
     }
 
-    /// The value of one sample on /metrics (0 when absent), e.g.
-    /// `telemetry_operator_reconciliations_total{result="ok"}`.
-    pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
+    /// Every sample on /metrics: (series with its labels, value).
+    async fn samples(&self) -> anyhow::Result<Vec<(String, f64)>> {
         let text = reqwest::get(format!("{}/metrics", self.http))
             .await?
             .text()
@@ -97,22 +96,30 @@ impl Operator {
             .lines()
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| l.rsplit_once(' '))
-            .filter(|(name, _)| *name == series)
-            .map(|(_, v)| v.parse::<f64>().unwrap_or(0.0))
+            .map(|(name, v)| (name.to_string(), v.parse::<f64>().unwrap_or(0.0)))
+            .collect())
+    }
+
+    /// The value of one sample on /metrics (0 when absent), e.g.
+    /// `telemetry_operator_reconciliations_total{result="ok"}`.
+    pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
+        Ok(self
+            .samples()
+            .await?
+            .into_iter()
+            .filter(|(name, _)| name == series)
+            .map(|(_, v)| v)
             .sum())
     }
 
     /// Sum of every `telemetry_operator_child_writes_total` sample.
     pub async fn child_writes(&self) -> anyhow::Result<f64> {
-        let text = reqwest::get(format!("{}/metrics", self.http))
+        Ok(self
+            .samples()
             .await?
-            .text()
-            .await?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with("telemetry_operator_child_writes_total"))
-            .filter_map(|l| l.rsplit_once(' '))
-            .map(|(_, v)| v.parse::<f64>().unwrap_or(0.0))
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("telemetry_operator_child_writes_total"))
+            .map(|(_, v)| v)
             .sum())
     }
 }
