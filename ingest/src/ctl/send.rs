@@ -540,6 +540,17 @@ impl Transport {
     }
 }
 
+/// When worker `w`'s first call is due in `--rate` mode: the workers take
+/// turns, so calls arrive evenly spaced (one every `batch / rate` seconds)
+/// rather than `workers` at a time.
+fn first_due(w: usize, batch: u64, rate: u64) -> Duration {
+    if rate == 0 {
+        return Duration::ZERO;
+    }
+    let call_interval = batch as f64 / rate as f64;
+    Duration::from_secs_f64(call_interval * w as f64)
+}
+
 /// Sends pre-encoded `Packet` / `PacketBatch` bytes as they are and decodes
 /// the `Ack`.
 #[derive(Debug, Clone, Copy)]
@@ -638,6 +649,8 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Summary> {
     let workers = args.concurrency.max(1);
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
+    // The schedule starts when the first worker is connected.
+    let start = Arc::new(std::sync::OnceLock::new());
     for w in 0..workers {
         let share = args.n / workers as u64 + u64::from((w as u64) < args.n % workers as u64);
         let transport = match (&args.grpc, &args.http) {
@@ -671,11 +684,13 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Summary> {
         let progress = progress.clone();
         let args = args.clone();
         let stop = stop.clone();
+        let start = start.clone();
         handles.push(tokio::spawn(async move {
             let per_worker_rate = args.rate as f64 / workers as f64;
             let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
             let mut calls = tokio::task::JoinSet::new();
-            let mut next_at = Instant::now();
+            let mut next_at =
+                *start.get_or_init(Instant::now) + first_due(w, args.batch as u64, args.rate);
             let mut left = share;
             let mut transport = transport;
             while left > 0 && !stop.load(Ordering::Relaxed) {
@@ -867,6 +882,21 @@ pub fn summary_table(s: &Summary) -> String {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn workers_take_turns_so_calls_are_evenly_spaced() {
+        // 4 workers, 1 000-event calls, 40 000 events/s: one call every 25 ms
+        // overall, each worker every 100 ms, starting 25 ms apart.
+        let due: Vec<u128> = (0..4)
+            .map(|w| first_due(w, 1_000, 40_000).as_millis())
+            .collect();
+        assert_eq!(due, [0, 25, 50, 75]);
+        assert_eq!(
+            first_due(3, 1_000, 0),
+            Duration::ZERO,
+            "no schedule without --rate"
+        );
+    }
 
     fn args(devices: u64, users: u64, payload: PayloadKind) -> SendArgs {
         SendArgs {
