@@ -125,8 +125,10 @@ pub enum Slot {
 }
 
 /// Estimated Redis CPU of one command issued by the flush script, and of one
-/// per-event value (a claimed id, a recent-events value), in microseconds.
-/// Calibrated with `INFO commandstats` (usec_per_call of `evalsha`).
+/// per-event value (a claimed id, a recent-events value), in microseconds:
+/// the starting prices, set from `INFO commandstats` (usec_per_call of
+/// `evalsha`); the flusher scales them by what flushes measure
+/// ([`crate::calibrate`]).
 const COMMAND_MICROS: f64 = 3.0;
 const VALUE_MICROS: f64 = 1.5;
 

@@ -100,8 +100,10 @@ pub struct QueueArgs {
     #[arg(long, env = "TELEMETRY_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
 
-    /// Estimated Redis time of one flush (one script call) at which it stops
-    /// taking more events, in microseconds. Larger flushes fold more events
+    /// Redis run time of one flush (one script call) at which it stops
+    /// taking more events, in microseconds: estimated from the flush's
+    /// commands and values, corrected by what earlier flushes measured inside
+    /// Redis. Larger flushes fold more events
     /// into each per-key command (less Redis CPU per event) but hold Redis,
     /// and the queries waiting behind a flush, for longer.
     #[arg(long, env = "TELEMETRY_FLUSH_BUDGET_US", default_value_t = DEFAULT_FLUSH_BUDGET_US,

@@ -5,11 +5,13 @@
 //! Batching is natural rather than timed: at most `flush_concurrency` flushes
 //! are in flight, and while they are, chunks pile up and the next flush takes
 //! them (up to `batch_size` events, or until the flush's estimated Redis time
-//! reaches its budget, `--flush-budget-us`). Under light load an event is flushed as
+//! reaches its budget, `--flush-budget-us`: a flush ends at the chunk
+//! boundary nearest to the budget). Under light load an event is flushed as
 //! soon as it arrives; under heavy load every flush is full.
 //!
-//! Chunks are planned as they are taken (the plan says what the flush will
-//! cost Redis), so a flush of counters over a thousand devices holds
+//! Chunks are planned as they are taken (the plan estimates what the flush
+//! will cost Redis, corrected by [`Calibration`] from what earlier flushes
+//! measured), so a flush of counters over a thousand devices holds
 //! thousands of events while one that also writes a dedup claim, a
 //! recent-event value and leaderboard entries per event is cut at a few
 //! hundred: either way one script call stays within a few milliseconds of
@@ -25,11 +27,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::aggregate::{Plan, Settings, Slot};
+use crate::calibrate::{Calibration, take_next_chunk};
 use crate::error::is_connection_error;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::queue::{Chunk, ChunkOutcome};
-use crate::store::Store;
+use crate::store::{Applied, Store};
 use crate::{Error, Result};
 
 /// What the flusher needs.
@@ -37,8 +40,8 @@ use crate::{Error, Result};
 pub struct FlushOptions {
     pub batch_size: usize,
     pub linger: Duration,
-    /// Estimated Redis time at which a flush stops taking chunks; see
-    /// BENCHMARKS.md for the trade.
+    /// Redis time (the plan's estimate, calibrated) at which a flush stops
+    /// taking chunks; see BENCHMARKS.md for the trade.
     pub budget_micros: f64,
     pub concurrency: usize,
     pub timeout: Duration,
@@ -55,9 +58,18 @@ pub async fn run(
 ) {
     let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let tracker = TaskTracker::new();
+    let calibration = Arc::new(Calibration::default());
+    // A chunk taken off the queue but left for the next flush.
+    let mut carried: Option<Chunk> = None;
     loop {
         let slot = slots.clone().acquire_owned().await.expect("never closed");
-        let Some(first) = rx.recv().await else { break };
+        let first = match carried.take() {
+            Some(chunk) => chunk,
+            None => match rx.recv().await {
+                Some(chunk) => chunk,
+                None => break,
+            },
+        };
         // Each flush is planned under exactly one version of the settings.
         let settings = settings.borrow().clone();
         let keys = store.keys();
@@ -67,7 +79,9 @@ pub async fn run(
         }
         let mut chunks = vec![first];
         let linger_until = tokio::time::Instant::now() + options.linger;
-        while plan.events() < options.batch_size && plan.cost_micros() < options.budget_micros {
+        // The budget in the plan's (uncalibrated) units.
+        let budget = options.budget_micros / calibration.factor();
+        while plan.events() < options.batch_size && plan.cost_micros() < budget {
             let next = match rx.try_recv() {
                 Ok(chunk) => Some(chunk),
                 Err(_) if options.linger.is_zero() => None,
@@ -77,6 +91,15 @@ pub async fn run(
                     .flatten(),
             };
             let Some(chunk) = next else { break };
+            if !take_next_chunk(
+                plan.cost_micros(),
+                plan.events(),
+                chunk.events.len(),
+                budget,
+            ) {
+                carried = Some(chunk);
+                break;
+            }
             for event in &chunk.events {
                 plan.add(event, &settings, keys);
             }
@@ -86,6 +109,7 @@ pub async fn run(
             store: store.clone(),
             health: health.clone(),
             metrics: metrics.clone(),
+            calibration: calibration.clone(),
             timeout: options.timeout,
         };
         let span = tracing::debug_span!("flush", events = plan.events(), chunks = chunks.len());
@@ -106,6 +130,7 @@ struct Unit {
     store: Store,
     health: Arc<Health>,
     metrics: Metrics,
+    calibration: Arc<Calibration>,
     timeout: Duration,
 }
 
@@ -114,7 +139,10 @@ impl Unit {
         let started = Instant::now();
         let size = plan.events();
         let result = if plan.is_empty() {
-            Ok(HashSet::new())
+            Ok(Applied {
+                duplicates: HashSet::new(),
+                script_micros: None,
+            })
         } else {
             self.apply_with_retries(&plan).await
         };
@@ -123,7 +151,15 @@ impl Unit {
             .observe(started.elapsed().as_secs_f64());
         self.metrics.flush_batch_size.observe(size as f64);
         match result {
-            Ok(duplicates) => {
+            Ok(Applied {
+                duplicates,
+                script_micros,
+            }) => {
+                if let Some(micros) = script_micros {
+                    self.metrics.flush_script.observe(micros as f64 / 1e6);
+                    let factor = self.calibration.observe(plan.cost_micros(), micros as f64);
+                    self.metrics.flush_cost_factor.set(factor);
+                }
                 let mut slots = plan.slots.iter();
                 let mut dropped = 0;
                 for chunk in chunks {
@@ -165,7 +201,7 @@ impl Unit {
     /// Applies the plan, retrying connection failures with the same flush id
     /// (so a flush that did run before its reply was lost is not run twice)
     /// until `timeout` has passed.
-    async fn apply_with_retries(&self, plan: &Plan) -> Result<HashSet<u32>> {
+    async fn apply_with_retries(&self, plan: &Plan) -> Result<Applied> {
         let batch_id = format!("{:032x}", rand::rng().random::<u128>());
         let started = Instant::now();
         let mut backoff = Duration::from_millis(20);
@@ -173,9 +209,9 @@ impl Unit {
             let attempt =
                 tokio::time::timeout(self.timeout, self.store.apply(&batch_id, plan)).await;
             let err = match attempt {
-                Ok(Ok(duplicates)) => {
+                Ok(Ok(applied)) => {
                     self.health.set_redis_up(true);
-                    return Ok(duplicates);
+                    return Ok(applied);
                 }
                 Ok(Err(Error::Redis(e))) if !is_connection_error(&e) => {
                     self.metrics

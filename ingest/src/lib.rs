@@ -19,6 +19,7 @@
 //! - [`keys`]: the Redis key layout of a pipeline.
 //! - [`store`]: Redis connections and the atomic, idempotent flush script.
 //! - [`flush`]: the flusher task: batching, retries, answering handlers.
+//! - [`calibrate`]: the flush cost estimate, corrected by measured script time.
 //! - [`query`]: reads of counters, windows, leaderboards, recent events, stats.
 //! - [`grpc`], [`http`], [`openapi`]: the transports.
 //! - [`health`], [`metrics`], [`reload`]: readiness, Prometheus, config hot reload.
@@ -26,6 +27,7 @@
 //! - [`ctl`]: the `telemetryctl` client.
 
 pub mod aggregate;
+pub mod calibrate;
 pub mod config;
 pub mod ctl;
 pub mod error;

@@ -5,7 +5,7 @@
 //! the queue's semaphore when `/metrics` is scraped, so it is never stale.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
@@ -22,6 +22,8 @@ pub struct Metrics {
     pub flush_duration: Histogram,
     pub stored_latency: Histogram,
     pub flush_batch_size: Histogram,
+    pub flush_script: Histogram,
+    pub flush_cost_factor: Gauge,
     pub flush_retries: IntCounter,
     pub flush_failures: IntCounter,
     pub redis_errors: IntCounterVec,
@@ -110,6 +112,24 @@ impl Metrics {
                 "Events per flush.",
                 prometheus::exponential_buckets(1.0, 2.0, 14).expect("valid buckets"),
             ),
+            flush_script: histogram(
+                "telemetry_ingest_flush_script_seconds",
+                "Run time of each flush script inside Redis (what a query can wait behind).",
+                prometheus::exponential_buckets(0.0001, 2.0, 14).expect("valid buckets"),
+            ),
+            flush_cost_factor: {
+                let g = Gauge::new(
+                    "telemetry_ingest_flush_cost_factor",
+                    "Measured / estimated Redis time of recent flushes; flushes are cut where \
+                     the estimate times this reaches --flush-budget-us.",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g.set(1.0);
+                g
+            },
             flush_retries: counter(
                 "telemetry_ingest_flush_retries_total",
                 "Flushes retried after a Redis error.",

@@ -140,14 +140,15 @@ impl Store {
     }
 
     /// Applies a flush once; returns the claims of the plan (as numbered in
-    /// [`crate::aggregate::Slot::Claimed`]) that were duplicates. Replaying
-    /// the same `batch_id` returns the first result and writes nothing.
+    /// [`crate::aggregate::Slot::Claimed`]) that were duplicates, and how
+    /// long the script ran. Replaying the same `batch_id` returns the first
+    /// result (without a run time) and writes nothing.
     ///
     /// The script refuses (writing nothing) a flush in which some ids are
     /// already claimed and names them; the flush is then sent again without
     /// those events. Each round trip is atomic on its own, so a pod dying
     /// between them loses nothing.
-    pub async fn apply(&self, batch_id: &str, plan: &Plan) -> Result<HashSet<u32>> {
+    pub async fn apply(&self, batch_id: &str, plan: &Plan) -> Result<Applied> {
         let marker = self.keys.batch(batch_id);
         let mut duplicates: HashSet<u32> = plan.repeated_claims().iter().copied().collect();
         loop {
@@ -175,7 +176,7 @@ impl Store {
             );
             let reply = self.eval(&cmd).await?;
             match parse_reply(&reply)? {
-                Reply::Applied(result) => {
+                Reply::Applied(applied) => {
                     let refreshed = writes
                         .lists
                         .iter()
@@ -186,7 +187,7 @@ impl Store {
                         .lock()
                         .expect("not poisoned")
                         .mark(refreshed, now);
-                    return Ok(result);
+                    return Ok(applied);
                 }
                 Reply::Claimed(positions) => {
                     let sent: Vec<u32> = writes
@@ -282,17 +283,31 @@ fn flush_command(
     cmd
 }
 
+/// A flush that is in Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The plan's claims that were duplicates.
+    pub duplicates: HashSet<u32>,
+    /// How long the script ran inside Redis, in microseconds; `None` when an
+    /// earlier attempt had applied it and this one only read the marker.
+    pub script_micros: Option<u64>,
+}
+
 /// What the flush script answered.
 #[derive(Debug, PartialEq)]
 enum Reply {
-    /// Applied (now or by an earlier attempt): the duplicate claims.
-    Applied(HashSet<u32>),
+    /// Applied (now or by an earlier attempt).
+    Applied(Applied),
     /// Nothing written: these positions among the ids sent are taken.
     Claimed(Vec<u32>),
 }
 
 fn parse_reply(reply: &str) -> Result<Reply> {
     let bad = || Error::Unavailable(format!("unexpected flush result {reply:?}"));
+    let (reply, script_micros) = match reply.split_once('@') {
+        Some((result, micros)) => (result, Some(micros.parse::<u64>().map_err(|_| bad())?)),
+        None => (reply, None),
+    };
     let (list, applied) = match (reply.strip_prefix("ok:"), reply.strip_prefix("dup:")) {
         (Some(list), _) => (list, true),
         (_, Some(list)) => (list, false),
@@ -303,7 +318,10 @@ fn parse_reply(reply: &str) -> Result<Reply> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<u32>().map_err(|_| bad()));
     if applied {
-        Ok(Reply::Applied(numbers.collect::<Result<_>>()?))
+        Ok(Reply::Applied(Applied {
+            duplicates: numbers.collect::<Result<_>>()?,
+            script_micros,
+        }))
     } else {
         Ok(Reply::Claimed(numbers.collect::<Result<_>>()?))
     }
@@ -332,13 +350,19 @@ mod tests {
 
     #[test]
     fn flush_reply_lists_duplicates_or_taken_ids() {
-        assert_eq!(parse_reply("ok:").unwrap(), Reply::Applied(HashSet::new()));
-        assert_eq!(
-            parse_reply("ok:0,7").unwrap(),
-            Reply::Applied(HashSet::from([0, 7]))
-        );
+        let applied = |d: &[u32], t: Option<u64>| {
+            Reply::Applied(Applied {
+                duplicates: d.iter().copied().collect(),
+                script_micros: t,
+            })
+        };
+        assert_eq!(parse_reply("ok:@1250").unwrap(), applied(&[], Some(1250)));
+        assert_eq!(parse_reply("ok:0,7@3").unwrap(), applied(&[0, 7], Some(3)));
+        // A replay answers from the marker, without a run time.
+        assert_eq!(parse_reply("ok:0,7").unwrap(), applied(&[0, 7], None));
         assert_eq!(parse_reply("dup:3").unwrap(), Reply::Claimed(vec![3]));
         assert!(parse_reply("garbage").is_err());
         assert!(parse_reply("ok:x").is_err());
+        assert!(parse_reply("ok:1@soon").is_err());
     }
 }

@@ -8,7 +8,8 @@
 --          n_lists, (key, keep, trim_above, ttl, refresh, n, value * n) * n_lists
 --                                                            -- recent events
 --          n_expire, (key, unix_seconds) * n_expire          -- EXPIREAT
--- Returns  `result` once applied (and on every replay of the same marker);
+-- Returns  `result` .. '@' .. the script's run time in microseconds once
+--          applied, `result` alone on every replay of the same marker;
 --          or 'dup:' followed by the comma-separated (0-based) positions,
 --          among all ids sent, of the ids already claimed: then nothing was
 --          written, and the caller sends the flush again without them.
@@ -17,6 +18,7 @@
 -- one command here. All keys share the pipeline's hash tag, so this stays
 -- within one Redis Cluster slot.
 
+local started = redis.call('TIME')
 local done = redis.call('GET', KEYS[1])
 if done then
   return done
@@ -101,4 +103,7 @@ for _ = 1, expires do
 end
 
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1])
-return ARGV[2]
+local now = redis.call('TIME')
+local micros = (tonumber(now[1]) - tonumber(started[1])) * 1000000
+  + tonumber(now[2]) - tonumber(started[2])
+return ARGV[2] .. '@' .. micros

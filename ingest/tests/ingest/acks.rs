@@ -77,7 +77,7 @@ async fn grpc_stream_of_valid_invalid_and_duplicate_events_acks_exact_counts() {
 }
 
 #[tokio::test]
-async fn metrics_count_the_flushed_events_and_time_every_answered_chunk() {
+async fn metrics_count_the_flushed_events_and_time_every_answered_chunk_and_script() {
     let redis = Redis::start();
     let p = pipeline("metrics");
     let ingest = Ingest::start(&redis.url(), &p, &[]).await;
@@ -108,6 +108,19 @@ async fn metrics_count_the_flushed_events_and_time_every_answered_chunk() {
         value("telemetry_ingest_stored_latency_seconds_sum")
             >= value("telemetry_ingest_flush_duration_seconds_sum")
     );
+    // Every flush reports how long its script ran inside Redis, which is
+    // part of the flush's round trip; the cost estimate is corrected by it.
+    assert_eq!(
+        value("telemetry_ingest_flush_script_seconds_count"),
+        flushes
+    );
+    let script = value("telemetry_ingest_flush_script_seconds_sum");
+    assert!(
+        script > 0.0 && script <= value("telemetry_ingest_flush_duration_seconds_sum"),
+        "{script}"
+    );
+    let factor = value("telemetry_ingest_flush_cost_factor");
+    assert!((0.25..=4.0).contains(&factor), "{factor}");
     ingest.stop().await;
 }
 
@@ -253,9 +266,13 @@ async fn replayed_flush_with_the_same_batch_id_changes_nothing() {
         panic!("event 2 has an id")
     };
     assert_eq!(
-        first,
+        first.duplicates,
         [second_claim].into(),
         "the second claim of id x is the duplicate"
+    );
+    assert!(
+        first.script_micros.is_some(),
+        "a flush that ran reports its run time"
     );
     let snapshot = |r: &Redis| {
         let mut c = r.conn();
@@ -276,7 +293,11 @@ async fn replayed_flush_with_the_same_batch_id_changes_nothing() {
     };
     let before = snapshot(&redis);
     let again = store.apply("batch-1", &plan).await.unwrap();
-    assert_eq!(again, first, "a replay returns the first result");
+    assert_eq!(
+        again.duplicates, first.duplicates,
+        "a replay returns the first result"
+    );
+    assert_eq!(again.script_micros, None, "a replay ran nothing");
     assert_eq!(snapshot(&redis), before, "a replay writes nothing");
     assert_eq!(redis.events(&p), 3);
     // A new flush id with the same events is a new flush: ids dedup, the
