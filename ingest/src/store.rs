@@ -264,16 +264,37 @@ fn flush_command(
             }
         }
     }
-    cmd.arg(writes.lists.len());
-    for (l, &refresh) in writes.lists.iter().zip(refresh) {
-        cmd.arg(l.key)
-            .arg(l.keep)
-            .arg(trim_above(l.keep))
-            .arg(l.ttl.map_or(0, |ttl| ttl + refresh_slack(ttl)))
-            .arg(u8::from(refresh))
-            .arg(l.values.len());
-        for v in &l.values {
-            cmd.arg(*v);
+    // Lists sharing keep and TTL go in one group, so those are sent once
+    // rather than per list.
+    let mut groups: Vec<((u32, u32), Vec<usize>)> = Vec::new();
+    for (n, l) in writes.lists.iter().enumerate() {
+        let shape = (l.keep, l.ttl.map_or(0, |ttl| ttl + refresh_slack(ttl)));
+        match groups.iter_mut().find(|(s, _)| *s == shape) {
+            Some((_, members)) => members.push(n),
+            None => groups.push((shape, vec![n])),
+        }
+    }
+    cmd.arg(groups.len());
+    for ((keep, ttl), members) in &groups {
+        cmd.arg(*keep)
+            .arg(trim_above(*keep))
+            .arg(*ttl)
+            .arg(members.len());
+        for &n in members {
+            let l = &writes.lists[n];
+            cmd.arg(l.key).arg(l.values.len());
+            for v in &l.values {
+                cmd.arg(*v);
+            }
+        }
+        let due: Vec<&str> = members
+            .iter()
+            .filter(|&&n| refresh[n])
+            .map(|&n| writes.lists[n].key)
+            .collect();
+        cmd.arg(due.len());
+        for key in due {
+            cmd.arg(key);
         }
     }
     cmd.arg(writes.expire_at.len());

@@ -5,8 +5,8 @@
 --          n_sets,  (set_key, n, id * n) * n_sets           -- dedup claims
 --          for each of HINCRBY, HINCRBYFLOAT, ZINCRBY, min, max:
 --            n_keys, (key, n, (field, amount) * n) * n_keys  -- pre-summed
---          n_lists, (key, keep, trim_above, ttl, refresh, n, value * n) * n_lists
---                                                            -- recent events
+--          n_groups, (keep, trim_above, ttl, n_lists, (key, n, value * n) * n_lists,
+--                     n_refresh, key * n_refresh) * n_groups  -- recent events
 --          n_expire, (key, unix_seconds) * n_expire          -- EXPIREAT
 -- Returns  `result` .. '@' .. the script's run time in microseconds once
 --          applied, `result` alone on every replay of the same marker;
@@ -76,24 +76,38 @@ each_pair(function(key, field, x)
   if stored == nil or tonumber(x) > stored then redis.call('HSET', key, field, x) end
 end)
 
--- A list is trimmed back to `keep` once it is longer than `trim_above`
--- (readers see only the first `keep`), and its TTL is set when the pod asks
--- (`refresh`, at most every few minutes per list) or when this push created it.
-local lists = tonumber(ARGV[i]); i = i + 1
-for _ = 1, lists do
-  local key, keep, trim_above = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local ttl, refresh, n = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
-  i = i + 6
-  local len = 0
-  for s = 0, n - 1, SLICE do
-    len = redis.call('LPUSH', key, unpack(ARGV, i + s, i + math.min(s + SLICE, n) - 1))
+-- Recent-events lists come in groups sharing `keep`, `trim_above` and `ttl`
+-- (one group per settings version; in practice one). A list is trimmed back
+-- to `keep` once it is longer than `trim_above` (readers see only the first
+-- `keep`). Its TTL is set when this push created it, and for the group's
+-- `refresh` keys, which the pod sends at most every few minutes per list.
+local list_groups = tonumber(ARGV[i]); i = i + 1
+for _ = 1, list_groups do
+  local keep, trim_above, ttl = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local lists = tonumber(ARGV[i + 3])
+  i = i + 4
+  local created = {}
+  for _ = 1, lists do
+    local key, n = ARGV[i], tonumber(ARGV[i + 1]); i = i + 2
+    local len = 0
+    for s = 0, n - 1, SLICE do
+      len = redis.call('LPUSH', key, unpack(ARGV, i + s, i + math.min(s + SLICE, n) - 1))
+    end
+    i = i + n
+    if len > trim_above then
+      redis.call('LTRIM', key, 0, keep - 1)
+    end
+    if ttl ~= '0' and len == n then
+      redis.call('EXPIRE', key, ttl)
+      created[key] = true
+    end
   end
-  i = i + n
-  if len > trim_above then
-    redis.call('LTRIM', key, 0, keep - 1)
-  end
-  if ttl ~= '0' and (refresh == '1' or len == n) then
-    redis.call('EXPIRE', key, ttl)
+  local refresh = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, refresh do
+    local key = ARGV[i]; i = i + 1
+    if ttl ~= '0' and not created[key] then
+      redis.call('EXPIRE', key, ttl)
+    end
   end
 end
 

@@ -291,6 +291,45 @@ async fn recent_events_keep_the_newest_up_to_the_cap() {
     ingest.stop().await;
 }
 
+#[tokio::test]
+async fn recent_event_lists_expire_after_their_ttl_and_are_refreshed_by_new_events() {
+    let redis = Redis::start();
+    let p = pipeline("recent-ttl");
+    // TTL 2 s: a list's TTL is set to 2 s plus a slack of 1 s, and refreshed
+    // by a flush once the slack has passed.
+    let config = config_file("recentEvents: { perDevice: 3, ttlSeconds: 2 }\n");
+    let ingest = start(&redis, &p, &config).await;
+    let key = |device: &str| format!("tp:{{{p}}}:recent:{device}");
+    let ttl_ms = |device: &str| -> i64 {
+        redis::cmd("PTTL")
+            .arg(key(device))
+            .query(&mut redis.conn())
+            .unwrap()
+    };
+    send(&ingest, vec![event("keep", "k0", "x", "u", 0.0, now_ms())]).await;
+    send(&ingest, vec![event("lapse", "l0", "x", "u", 0.0, now_ms())]).await;
+    let first = ttl_ms("keep");
+    assert!(
+        (2_000..=3_000).contains(&first),
+        "TTL set on creation: {first} ms"
+    );
+    // Past the slack, a new event of `keep` sets its TTL again; `lapse`
+    // gets nothing and runs out.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    send(&ingest, vec![event("keep", "k1", "x", "u", 1.0, now_ms())]).await;
+    let refreshed = ttl_ms("keep");
+    assert!(
+        refreshed > first - 1_500 + 500,
+        "refreshed: {first} → {refreshed} ms"
+    );
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let (_, lapsed) = get(&ingest, "/api/v1/devices/lapse/recent").await;
+    assert_eq!(lapsed, json!([]), "an idle device's list expires");
+    let (_, kept) = get(&ingest, "/api/v1/devices/keep/recent").await;
+    assert_eq!(kept.as_array().map(Vec::len), Some(2), "{kept}");
+    ingest.stop().await;
+}
+
 async fn send_twice_and_count(dedup: bool) -> (u64, Value) {
     let redis = Redis::start();
     let p = pipeline(if dedup { "dedup-on" } else { "dedup-off" });
