@@ -392,6 +392,24 @@ mod tests {
         }
 
         #[test]
+        fn redis_directives_the_operator_sets_or_spanning_lines_are_rejected() {
+            let with = |name: &str, value: &str| {
+                pipeline(
+                    json!({"redis": {"managed": {"config": [{"name": name, "value": value}]}}}),
+                )
+            };
+            check(&with("auto-aof-rewrite-min-size", "1gb"), None).unwrap();
+            for name in crate::crd::redis::OPERATOR_DIRECTIVES {
+                rejected_with(&with(name, "x"), None, "is set by the operator");
+            }
+            rejected_with(
+                &with("maxmemory", "1gb\nrequirepass x"),
+                None,
+                "a value must be a single line",
+            );
+        }
+
+        #[test]
         fn storage_class_and_size_are_immutable() {
             let old = pipeline(
                 json!({"redis": {"managed": {"storage": {"size": "1Gi", "storageClassName": "slow"}}}}),

@@ -62,6 +62,17 @@ pub struct ManagedRedis {
     /// CPU and memory requests and limits of the Redis container.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// More redis.conf directives, written after the operator's own, e.g.
+    /// `{name: auto-aof-rewrite-min-size, value: 1gb}` so that AOF rewrites,
+    /// which fork and take CPU from Redis's share, happen less often. The
+    /// directives the operator sets itself (port, bind, dir, the AOF
+    /// switches and file names, passwords, includes) are refused. A change
+    /// restarts Redis.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub config: Vec<RedisDirective>,
 }
 
 impl Default for ManagedRedis {
@@ -71,8 +82,54 @@ impl Default for ManagedRedis {
             appendfsync: AppendFsync::default(),
             storage: Storage::default(),
             resources: None,
+            config: Vec::new(),
         }
     }
+}
+
+/// redis.conf directives that the operator writes itself and
+/// `redis.managed.config` may not set (the CEL rule on [`RedisDirective`]
+/// lists the same names).
+pub const OPERATOR_DIRECTIVES: [&str; 15] = [
+    "port",
+    "bind",
+    "dir",
+    "appendonly",
+    "appendfsync",
+    "appendfilename",
+    "appenddirname",
+    "requirepass",
+    "masterauth",
+    "masteruser",
+    "aclfile",
+    "user",
+    "include",
+    "rename-command",
+    "protected-mode",
+];
+
+/// One redis.conf line of `redis.managed.config`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(self.name in ['port', 'bind', 'dir', 'appendonly', 'appendfsync', 'appendfilename', 'appenddirname', 'requirepass', 'masterauth', 'masteruser', 'aclfile', 'user', 'include', 'rename-command', 'protected-mode'])",
+        "message": "redis.managed.config: this directive is set by the operator (port, bind, dir, appendonly, appendfsync, appendfilename, appenddirname, requirepass, masterauth, masteruser, aclfile, user, include, rename-command, protected-mode); use the spec's own fields"
+    },
+    {
+        "rule": "!self.value.contains('\\n') && !self.value.contains('\\r')",
+        "message": "redis.managed.config: a value must be a single line"
+    }
+]))]
+pub struct RedisDirective {
+    /// The directive, as spelled in redis.conf: lowercase letters, digits
+    /// and dashes.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9-]*$"), length(min = 1, max = 64))]
+    pub name: String,
+
+    /// Its arguments, written after the name as given (one line).
+    #[schemars(length(max = 1024))]
+    pub value: String,
 }
 
 /// The volume of a managed Redis. A StatefulSet's volume claim template

@@ -23,7 +23,7 @@ use super::{
     selector_labels,
 };
 use crate::crd::TelemetryPipeline;
-use crate::crd::redis::{ManagedRedis, PASSWORD_KEY};
+use crate::crd::redis::{ManagedRedis, OPERATOR_DIRECTIVES, PASSWORD_KEY};
 
 /// Port Redis listens on.
 pub const REDIS_PORT: i32 = 6379;
@@ -73,11 +73,12 @@ pub fn secret(tp: &TelemetryPipeline, password: &str) -> Secret {
     }
 }
 
-/// The redis.conf text: AOF on with the chosen fsync policy. `dir` and the
-/// password are passed as arguments instead (the password must never sit in a
-/// ConfigMap; `dir` is a mount path).
+/// The redis.conf text: AOF on with the chosen fsync policy, then the
+/// spec's own directives. `dir` and the password are passed as arguments
+/// instead (the password must never sit in a ConfigMap; `dir` is a mount
+/// path).
 pub fn config_text(tp: &TelemetryPipeline, managed: &ManagedRedis) -> String {
-    format!(
+    let mut text = format!(
         "# Managed by telemetry-operator for TelemetryPipeline {ns}/{name}; edits are overwritten.\n\
          port {REDIS_PORT}\n\
          appendonly yes\n\
@@ -89,7 +90,25 @@ pub fn config_text(tp: &TelemetryPipeline, managed: &ManagedRedis) -> String {
         ns = tp.namespace().unwrap_or_default(),
         name = tp.name_any(),
         fsync = managed.appendfsync.as_str(),
-    )
+    );
+    // The CRD refuses the operator's own directives and multi-line values;
+    // an object stored before those rules existed is held to them here too.
+    let extra: Vec<_> = managed
+        .config
+        .iter()
+        .filter(|d| {
+            !OPERATOR_DIRECTIVES.contains(&d.name.as_str())
+                && !d.value.contains(['\n', '\r'])
+                && !d.name.contains(char::is_whitespace)
+        })
+        .collect();
+    if !extra.is_empty() {
+        text.push_str("# spec.redis.managed.config\n");
+        for d in extra {
+            text.push_str(&format!("{} {}\n", d.name, d.value));
+        }
+    }
+    text
 }
 
 /// The ConfigMap with redis.conf.
@@ -318,6 +337,56 @@ mod tests {
         assert!(
             !text.contains("requirepass"),
             "the password must not be in the ConfigMap"
+        );
+    }
+
+    #[test]
+    fn spec_directives_follow_the_operators_own_and_change_the_pod_hash() {
+        use crate::crd::redis::RedisDirective;
+        let tp = TelemetryPipeline::test();
+        let mut m = managed(&tp);
+        let before = stateful_set(&tp, &m);
+        let directive = |name: &str, value: &str| RedisDirective {
+            name: name.into(),
+            value: value.into(),
+        };
+        m.config = vec![
+            directive("auto-aof-rewrite-min-size", "1gb"),
+            directive("save", "3600 1"),
+            // Refused by the CRD; never written even if stored.
+            directive("port", "1"),
+            directive("maxmemory", "1gb\nrequirepass x"),
+        ];
+        let text = config_text(&tp, &m);
+        let own = text.find("appendonly yes\n").unwrap();
+        let extra = text.find("auto-aof-rewrite-min-size 1gb\n").expect(&text);
+        assert!(
+            own < extra,
+            "the spec's lines come after the operator's: {text}"
+        );
+        assert!(text.contains("\nsave 3600 1\n"), "{text}");
+        assert!(!text.contains("port 1\n"), "{text}");
+        assert!(!text.contains("requirepass"), "{text}");
+        assert!(!text.contains("maxmemory"), "{text}");
+        let after = stateful_set(&tp, &m);
+        assert_ne!(
+            before
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_HASH_ANNOTATION],
+            after
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_HASH_ANNOTATION],
+            "Redis restarts to read them"
         );
     }
 
