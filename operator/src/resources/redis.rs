@@ -370,22 +370,8 @@ mod tests {
         assert!(!text.contains("maxmemory"), "{text}");
         let after = stateful_set(&tp, &m);
         assert_ne!(
-            before
-                .spec
-                .unwrap()
-                .template
-                .metadata
-                .unwrap()
-                .annotations
-                .unwrap()[CONFIG_HASH_ANNOTATION],
-            after
-                .spec
-                .unwrap()
-                .template
-                .metadata
-                .unwrap()
-                .annotations
-                .unwrap()[CONFIG_HASH_ANNOTATION],
+            config_hash(&before),
+            config_hash(&after),
             "Redis restarts to read them"
         );
     }
@@ -398,20 +384,22 @@ mod tests {
         m.appendfsync = AppendFsync::Always;
         assert!(config_text(&tp, &m).contains("appendfsync always\n"));
         let after = stateful_set(&tp, &m);
-        let hash_of = |s: &StatefulSet| {
-            s.spec
-                .as_ref()
-                .unwrap()
-                .template
-                .metadata
-                .as_ref()
-                .unwrap()
-                .annotations
-                .as_ref()
-                .unwrap()[CONFIG_HASH_ANNOTATION]
-                .clone()
-        };
-        assert_ne!(hash_of(&before), hash_of(&after));
+        assert_ne!(config_hash(&before), config_hash(&after));
+    }
+
+    /// The redis.conf hash on a StatefulSet's pod template.
+    fn config_hash(s: &StatefulSet) -> String {
+        s.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
     }
 
     #[test]
