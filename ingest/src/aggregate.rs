@@ -2,8 +2,8 @@
 //! one flush: a pure function, tested without Redis.
 //!
 //! Everything that can be summed is summed in memory: a thousand events of
-//! ten devices become ten `ZINCRBY`s, whatever their ids. Only what cannot be
-//! summed stays per event: the dedup claim of an event id and the
+//! ten devices become ten sorted-set increments, whatever their ids. Only
+//! what cannot be summed stays per event: the dedup claim of an event id and the
 //! recent-events value. The plan is built on the assumption that every claim
 //! is new (duplicates are rare); when Redis finds claimed ids, the flush
 //! script writes nothing and says which, and [`Plan::writes`] recomputes the
@@ -20,7 +20,7 @@ use foldhash::HashMap;
 use globset::GlobSet;
 use telemetry_config::{AggregationConfig, LeaderboardMember, LeaderboardScore, WindowAggregate};
 
-use crate::event::{Event, write_recent_json};
+use crate::event::Event;
 use crate::keys::{DEDUP_BUCKET_SECONDS, Keys, bucket_start};
 
 /// The aggregation settings, with filters compiled for the hot path.
@@ -61,7 +61,8 @@ pub enum OpKind {
     HashIncr,
     /// `HINCRBYFLOAT key field x`
     HashIncrFloat,
-    /// `ZINCRBY key x member` (the member is the op's field)
+    /// `ZINCRBY key x member` (the member is the op's field), applied in
+    /// slices as `ZMSCORE` + `ZADD`
     ZsetIncr,
     /// `HSET key field x` when smaller than the stored value
     HashMin,
@@ -140,13 +141,15 @@ pub struct Plan {
     keys: Vec<PlannedKey>,
     ops: Vec<Op>,
     stats: Option<u32>,
-    /// device id → its `ZINCRBY` on the devices key
+    /// device id → its increment on the devices key
     devices: HashMap<String, u32>,
     /// event type → its `HINCRBY` on the types key
     types: HashMap<String, u32>,
     buckets: Vec<Bucket>,
     lists: Vec<List>,
     list_index: HashMap<String, u32>,
+    /// The stored forms of recent events, back to back (see `List::values`).
+    recent: Vec<u8>,
     groups: Vec<ClaimGroup>,
     claims: Vec<Claim>,
     /// (op, amount) of claimed events, in claim order (see `Claim::contrib`).
@@ -197,8 +200,9 @@ enum BucketTag {
 struct List {
     key: u32,
     keep: u32,
-    /// (JSON, claim) in arrival order.
-    values: Vec<(Vec<u8>, Option<u32>)>,
+    /// (start, end) in `Plan::recent` of each value, and its claim, in
+    /// arrival order.
+    values: Vec<(u32, u32, Option<u32>)>,
 }
 
 #[derive(Debug)]
@@ -456,9 +460,10 @@ impl Plan {
                     self.lists.len() - 1
                 }
             };
-            let mut json = Vec::with_capacity(160 + e.payload.len() * 4 / 3);
-            write_recent_json(e, &mut json);
-            self.lists[list].values.push((json, claim));
+            let start = self.recent.len() as u32;
+            crate::recent::encode(e, &mut self.recent);
+            let end = self.recent.len() as u32;
+            self.lists[list].values.push((start, end, claim));
             self.values += 1;
         }
     }
@@ -604,8 +609,8 @@ impl Plan {
             let mut values: Vec<&[u8]> = list
                 .values
                 .iter()
-                .filter(|(_, c)| c.is_none_or(|c| !duplicates.contains(&c)))
-                .map(|(json, _)| json.as_slice())
+                .filter(|(_, _, c)| c.is_none_or(|c| !duplicates.contains(&c)))
+                .map(|&(start, end, _)| &self.recent[start as usize..end as usize])
                 .collect();
             if values.is_empty() {
                 continue;
@@ -994,11 +999,7 @@ mod tests {
         let values: Vec<f64> = list
             .values
             .iter()
-            .map(|json| {
-                serde_json::from_slice::<crate::event::EventJson>(json)
-                    .unwrap()
-                    .value
-            })
+            .map(|stored| crate::recent::decode("a", stored).unwrap().value)
             .collect();
         // The oldest would be trimmed at once, so it is not sent.
         assert_eq!(values, [2.0, 3.0, 4.0]);

@@ -17,6 +17,7 @@
 //! - [`queue`]: the bounded queue; its depth is what the operator scales on.
 //! - [`aggregate`]: events + settings → the Redis operations of one flush (pure).
 //! - [`keys`]: the Redis key layout of a pipeline.
+//! - [`recent`]: the stored form of a recent event.
 //! - [`store`]: Redis connections and the atomic, idempotent flush script.
 //! - [`flush`]: the flusher task: batching, retries, answering handlers.
 //! - [`calibrate`]: the flush cost estimate, corrected by measured script time.
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod query;
 pub mod queue;
+pub mod recent;
 pub mod reload;
 pub mod server;
 pub mod store;

@@ -12,7 +12,7 @@ use telemetry_proto::v1 as pb;
 use tokio::sync::watch;
 
 use crate::aggregate::Settings;
-use crate::event::{Event, EventJson, payload_from_json};
+use crate::event::Event;
 use crate::health::Health;
 use crate::intake::now_ms;
 use crate::keys::bucket_start;
@@ -365,10 +365,13 @@ impl Query {
         // `keep`); the newest `keep` are the device's recent events.
         let read = if keep > 0 { limit.min(keep) } else { limit };
         let mut conn = self.conn();
-        let rows: Vec<String> = conn
+        let rows: Vec<Vec<u8>> = conn
             .lrange(self.store.keys().recent(device_id), 0, read as isize - 1)
             .await?;
-        Ok(rows.iter().filter_map(|json| decode_recent(json)).collect())
+        Ok(rows
+            .iter()
+            .filter_map(|stored| crate::recent::decode(device_id, stored))
+            .collect())
     }
 
     /// Pipeline totals from Redis and this pod's own figures.
@@ -467,20 +470,6 @@ pub fn total_of(points: &[WindowPoint]) -> WindowPoint {
             min: pick(t.min, p.min, f64::min),
             max: pick(t.max, p.max, f64::max),
         })
-}
-
-fn decode_recent(json: &str) -> Option<Event> {
-    let e: EventJson = serde_json::from_str(json).ok()?;
-    Some(Event {
-        payload: payload_from_json(e.payload.as_ref()),
-        device_id: e.device_id,
-        timestamp: e.timestamp,
-        event_type: e.event_type,
-        event_id: (!e.event_id.is_empty()).then_some(e.event_id),
-        user_id: (!e.user_id.is_empty()).then_some(e.user_id),
-        value: e.value,
-        attributes: e.attributes,
-    })
 }
 
 /// Accepted events per second over the last ten seconds, sampled each second.

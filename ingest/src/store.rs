@@ -254,6 +254,16 @@ fn flush_command(
         cmd.arg(groups.clone().count());
         for g in groups {
             cmd.arg(g.key).arg(g.fields.len());
+            if kind == OpKind::ZsetIncr {
+                // Members first, then amounts (ZMSCORE and ZADD in slices).
+                for &(member, _) in &g.fields {
+                    cmd.arg(member);
+                }
+                for &(_, x) in &g.fields {
+                    cmd.arg(x);
+                }
+                continue;
+            }
             for &(field, x) in &g.fields {
                 cmd.arg(field);
                 match kind {

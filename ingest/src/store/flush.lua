@@ -3,8 +3,11 @@
 -- KEYS[1]  the flush's marker key (tp:{pipeline}:batch:<id>)
 -- ARGV     marker_ttl, result,
 --          n_sets,  (set_key, n, id * n) * n_sets           -- dedup claims
---          for each of HINCRBY, HINCRBYFLOAT, ZINCRBY, min, max:
+--          for each of HINCRBY, HINCRBYFLOAT:
 --            n_keys, (key, n, (field, amount) * n) * n_keys  -- pre-summed
+--          n_keys, (key, n, member * n, amount * n) * n_keys -- ZSET increments
+--          for each of min, max:
+--            n_keys, (key, n, (field, amount) * n) * n_keys
 --          n_groups, (keep, trim_above, ttl, n_lists, (key, n, value * n) * n_lists,
 --                     n_refresh, key * n_refresh) * n_groups  -- recent events
 --          n_expire, (key, unix_seconds) * n_expire          -- EXPIREAT
@@ -15,7 +18,7 @@
 --          written, and the caller sends the flush again without them.
 --
 -- Amounts arrive summed and formatted by the pod, so each (key, field) costs
--- one command here. All keys share the pipeline's hash tag, so this stays
+-- one command here, and each sorted set two per slice of members. All keys share the pipeline's hash tag, so this stays
 -- within one Redis Cluster slot.
 
 local started = redis.call('TIME')
@@ -66,7 +69,30 @@ end
 
 each_pair(function(key, field, n) redis.call('HINCRBY', key, field, n) end)
 each_pair(function(key, field, x) redis.call('HINCRBYFLOAT', key, field, x) end)
-each_pair(function(key, member, x) redis.call('ZINCRBY', key, x, member) end)
+
+-- Sorted-set increments: members, then their amounts. One ZMSCORE and one
+-- ZADD per slice instead of a ZINCRBY per member; the sum is the same double
+-- addition ZINCRBY does, and a Lua number reaches Redis formatted exactly
+-- (%.17g), so the stored scores are the same.
+local zsets = tonumber(ARGV[i]); i = i + 1
+for _ = 1, zsets do
+  local key, n = ARGV[i], tonumber(ARGV[i + 1]); i = i + 2
+  for s = 0, n - 1, SLICE do
+    local m = math.min(SLICE, n - s)
+    local at = i + s
+    local old = redis.call('ZMSCORE', key, unpack(ARGV, at, at + m - 1))
+    local args = {}
+    for k = 1, m do
+      local x = tonumber(ARGV[at + n + k - 1])
+      if old[k] then x = x + tonumber(old[k]) end
+      args[2 * k - 1] = x
+      args[2 * k] = ARGV[at + k - 1]
+    end
+    redis.call('ZADD', key, unpack(args))
+  end
+  i = i + 2 * n
+end
+
 each_pair(function(key, field, x)
   local stored = tonumber(redis.call('HGET', key, field))
   if stored == nil or tonumber(x) < stored then redis.call('HSET', key, field, x) end
