@@ -206,6 +206,25 @@ mod tests {
     }
 
     #[test]
+    fn json_values_parse_to_the_nearest_double() {
+        // Sums of values are compared with what senders compute, so a value
+        // must arrive as the double its text names, not one next to it (the
+        // default float parsing of serde_json may be off by one unit in the
+        // last place; the workspace enables `float_roundtrip`).
+        for x in [
+            391.20000000000005f64,
+            0.1,
+            129.70000000000002,
+            1e-300,
+            2.2250738585072014e-308,
+        ] {
+            let json = format!(r#"{{"deviceId":"d","timestamp":1,"value":{x:?}}}"#);
+            let e: EventJson = serde_json::from_str(&json).unwrap();
+            assert_eq!(e.value.to_bits(), x.to_bits(), "{json}");
+        }
+    }
+
+    #[test]
     fn unknown_json_field_is_refused_by_name() {
         let err = serde_json::from_str::<EventJson>(r#"{"deviceId":"d","devcie":1}"#).unwrap_err();
         assert!(err.to_string().contains("devcie"), "{err}");

@@ -244,6 +244,66 @@ async fn leaderboards_rank_by_count_or_sum_with_shared_ranks_on_ties() {
 }
 
 #[tokio::test]
+async fn leaderboard_sums_over_flushes_and_many_members_are_the_senders_arithmetic() {
+    let redis = Redis::start();
+    let p = pipeline("lb-sums");
+    let config = config_file(CONFIG);
+    let ingest = start(&redis, &p, &config).await;
+    let now = now_ms();
+    // 1 300 members in one call: more than one slice of the flush script's
+    // sorted-set writes. Three calls, so each member's score is the sum of
+    // three flushes' amounts; fractional values, where a rounding anywhere
+    // between the pod and Redis would show.
+    let members = 1_300;
+    let mut expected = vec![0.0f64; members];
+    for round in 0..3 {
+        let mut events = Vec::new();
+        for (m, total) in expected.iter_mut().enumerate() {
+            let value = 0.1 * (m + 1) as f64 + 0.7 * round as f64;
+            // Per member, one event per call: the flush's amount is the value.
+            *total += value;
+            events.push(event(
+                &format!("d{}", m % 7),
+                &format!("r{round}-m{m}"),
+                "purchase",
+                &format!("u{m:04}"),
+                value,
+                now,
+            ));
+        }
+        assert_eq!(send(&ingest, events).await, (members as u64, 0));
+    }
+    let day = now / 1000 / 86_400 * 86_400;
+    let (status, l) = get(
+        &ingest,
+        &format!("/api/v1/leaderboards/spend?topN=1000&bucket={day}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let entries = l["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1000);
+    for e in entries {
+        let member = e["member"].as_str().unwrap();
+        let m: usize = member[1..].parse().unwrap();
+        assert_eq!(e["score"].as_f64().unwrap(), expected[m], "{member}");
+    }
+    // The highest values rank first.
+    assert_eq!(entries[0]["member"], "u1299");
+    let (_, users) = get(
+        &ingest,
+        &format!(
+            "/api/v1/leaderboards/users?topN=1000&bucket={}",
+            now / 1000 / 3600 * 3600
+        ),
+    )
+    .await;
+    let users = users["entries"].as_array().unwrap();
+    assert_eq!(users.len(), 1000);
+    assert!(users.iter().all(|e| e["score"] == 3.0), "three events each");
+    ingest.stop().await;
+}
+
+#[tokio::test]
 async fn recent_events_keep_the_newest_up_to_the_cap() {
     let redis = Redis::start();
     let p = pipeline("recent");
