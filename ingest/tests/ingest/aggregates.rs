@@ -352,6 +352,80 @@ async fn recent_events_keep_the_newest_up_to_the_cap() {
 }
 
 #[tokio::test]
+async fn recent_events_read_back_every_field_and_lists_of_the_json_form_still_read() {
+    let redis = Redis::start();
+    let p = pipeline("recent-form");
+    let config = config_file(CONFIG);
+    let ingest = start(&redis, &p, &config).await;
+    let now = now_ms();
+    let mut binary = event("dev-f", "f1", "scan", "zoe", -2.25, now);
+    binary.payload = vec![0, 159, 146, 150, b'{'];
+    binary.attributes = [
+        ("region".to_string(), "eu".to_string()),
+        ("site".to_string(), "\u{e9}tage 3".to_string()),
+    ]
+    .into();
+    let mut json_payload = event("dev-f", "", "reading", "", 0.0, now + 1);
+    json_payload.payload = br#"{"temp":21.5,"ok":true}"#.to_vec();
+    json_payload.attributes.clear();
+    send(&ingest, vec![binary.clone(), json_payload]).await;
+    let (_, r) = get(&ingest, "/api/v1/devices/dev-f/recent").await;
+    assert_eq!(
+        r,
+        json!([
+            {"deviceId": "dev-f", "timestamp": now + 1, "payload": {"temp": 21.5, "ok": true},
+             "eventType": "reading", "value": 0.0},
+            {"deviceId": "dev-f", "timestamp": now, "payload": "AJ+Slns=",
+             "eventType": "scan", "eventId": "f1", "userId": "zoe", "value": -2.25,
+             "attributes": {"region": "eu", "site": "\u{e9}tage 3"}},
+        ])
+    );
+    let mut q = TelemetryQueryClient::connect(ingest.grpc_url())
+        .await
+        .unwrap();
+    let events = q
+        .recent_events(telemetry_proto::v1::RecentEventsRequest {
+            device_id: "dev-f".into(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events[1], binary, "the stored event is the packet as sent");
+
+    // A list written by an earlier version holds the JSON form.
+    let key = format!("tp:{{{p}}}:recent:dev-old");
+    let old =
+        r#"{"deviceId":"dev-old","timestamp":5,"payload":{"t":1},"eventType":"x","value":2.5}"#;
+    let _: () = redis::cmd("LPUSH")
+        .arg(&key)
+        .arg(old)
+        .query(&mut redis.conn())
+        .unwrap();
+    send(&ingest, vec![event("dev-old", "n1", "y", "", 1.0, now)]).await;
+    let (_, r) = get(&ingest, "/api/v1/devices/dev-old/recent").await;
+    let seen: Vec<(&str, f64)> = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["eventType"].as_str().unwrap(),
+                e["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("y", 1.0), ("x", 2.5)],
+        "new form first, then the old"
+    );
+    assert_eq!(r[1]["payload"], json!({"t": 1}));
+    ingest.stop().await;
+}
+
+#[tokio::test]
 async fn recent_event_lists_expire_after_their_ttl_and_are_refreshed_by_new_events() {
     let redis = Redis::start();
     let p = pipeline("recent-ttl");
