@@ -59,6 +59,21 @@ async fn get(ingest: &Ingest, path: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// The recent events of a device from the gRPC `TelemetryQuery` service.
+async fn recent_over_grpc(ingest: &Ingest, device: &str) -> Vec<Packet> {
+    let mut q = TelemetryQueryClient::connect(ingest.grpc_url())
+        .await
+        .unwrap();
+    q.recent_events(telemetry_proto::v1::RecentEventsRequest {
+        device_id: device.into(),
+        limit: 0,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .events
+}
+
 fn now_ms() -> i64 {
     telemetry_ingest::intake::now_ms()
 }
@@ -330,19 +345,9 @@ async fn recent_events_keep_the_newest_up_to_the_cap() {
     );
     let (_, one) = get(&ingest, "/api/v1/devices/dev-r/recent?limit=1").await;
     assert_eq!(one.as_array().unwrap().len(), 1);
-    let mut q = TelemetryQueryClient::connect(ingest.grpc_url())
-        .await
-        .unwrap();
-    let r = q
-        .recent_events(telemetry_proto::v1::RecentEventsRequest {
-            device_id: "dev-r".into(),
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let events = recent_over_grpc(&ingest, "dev-r").await;
     assert_eq!(
-        r.events
+        events
             .iter()
             .map(|e| e.event_id.as_str())
             .collect::<Vec<_>>(),
@@ -380,18 +385,7 @@ async fn recent_events_read_back_every_field_and_lists_of_the_json_form_still_re
              "attributes": {"region": "eu", "site": "\u{e9}tage 3"}},
         ])
     );
-    let mut q = TelemetryQueryClient::connect(ingest.grpc_url())
-        .await
-        .unwrap();
-    let events = q
-        .recent_events(telemetry_proto::v1::RecentEventsRequest {
-            device_id: "dev-f".into(),
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = recent_over_grpc(&ingest, "dev-f").await;
     assert_eq!(events[1], binary, "the stored event is the packet as sent");
 
     // A list written by an earlier version holds the JSON form.
