@@ -14,6 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&descriptors),
     )?;
     tonic_prost_build::configure()
+        // The ingest keeps attributes sorted (BTreeMap); decoding into one
+        // directly saves a HashMap, its SipHash and a conversion per event.
+        .btree_map(".telemetry.v1.Packet.attributes")
         .build_server(true)
         .build_client(true)
         .compile_fds(descriptors)?;

@@ -133,6 +133,14 @@ pub enum Slot {
 const COMMAND_MICROS: f64 = 3.0;
 const VALUE_MICROS: f64 = 1.5;
 
+/// Events and bytes of recent-event values of a plan; see [`Plan::sized_like`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanSize {
+    pub events: usize,
+    pub devices: usize,
+    pub recent: usize,
+}
+
 /// The Redis work of one flush, built event by event.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -257,6 +265,27 @@ pub struct ListWrite<'a> {
 }
 
 impl Plan {
+    /// An empty plan with room for about the size of `like` (the previous
+    /// flush's), so that a flush of the usual size does not grow its tables
+    /// while it is planned.
+    pub fn sized_like(like: PlanSize) -> Plan {
+        let PlanSize {
+            events,
+            devices,
+            recent,
+        } = like;
+        // A list per device, where the last flush had recent events.
+        let lists = if recent > 0 { devices } else { 0 };
+        Plan {
+            slots: Vec::with_capacity(events),
+            devices: HashMap::with_capacity_and_hasher(devices, Default::default()),
+            lists: Vec::with_capacity(lists),
+            list_index: HashMap::with_capacity_and_hasher(lists, Default::default()),
+            recent: Vec::with_capacity(recent),
+            ..Plan::default()
+        }
+    }
+
     /// Plans the flush of `events` in order.
     pub fn build<'a>(
         events: impl IntoIterator<Item = &'a Event>,
@@ -268,6 +297,15 @@ impl Plan {
             plan.add(event, settings, keys);
         }
         plan
+    }
+
+    /// How large this plan got.
+    pub fn size(&self) -> PlanSize {
+        PlanSize {
+            events: self.slots.len(),
+            devices: self.devices.len().max(self.lists.len()),
+            recent: self.recent.len(),
+        }
     }
 
     /// Events added so far.
@@ -1004,6 +1042,36 @@ mod tests {
         // The oldest would be trimmed at once, so it is not sent.
         assert_eq!(values, [2.0, 3.0, 4.0]);
         assert_eq!(plan.slots[1], Slot::Claimed(0));
+    }
+
+    #[test]
+    fn a_plan_sized_like_the_last_one_reports_its_size_and_plans_the_same() {
+        let keys = Keys::new("p");
+        let s = settings(|c| c.recent_events.per_device = 2);
+        let events: Vec<Event> = (0..50)
+            .map(|i| event(&format!("d{}", i % 5), Some(&format!("e{i}")), 1.0))
+            .collect();
+        let first = Plan::build(&events, &s, &keys);
+        let size = first.size();
+        assert_eq!((size.events, size.devices), (50, 5));
+        assert!(size.recent > 0);
+        let mut second = Plan::sized_like(size);
+        for e in &events {
+            second.add(e, &s, &keys);
+        }
+        let none = HashSet::new();
+        let (a, b) = (first.writes(&none), second.writes(&none));
+        assert_eq!(
+            format!("{:?} {:?} {:?}", a.groups, a.lists, a.expire_at),
+            format!("{:?} {:?} {:?}", b.groups, b.lists, b.expire_at)
+        );
+        // Claims come in the id table's order.
+        let ids = |w: &Writes| {
+            let mut ids: Vec<String> = w.claims[0].ids.iter().map(|s| s.to_string()).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(&a), ids(&b));
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl From<Packet> for RawEvent {
             event_id: p.event_id,
             user_id: p.user_id,
             value: p.value,
-            attributes: p.attributes.into_iter().collect(),
+            attributes: p.attributes,
         }
     }
 }
@@ -68,7 +68,7 @@ impl From<&Event> for Packet {
             event_id: e.event_id.clone().unwrap_or_default(),
             user_id: e.user_id.clone().unwrap_or_default(),
             value: e.value,
-            attributes: e.attributes.clone().into_iter().collect(),
+            attributes: e.attributes.clone(),
         }
     }
 }

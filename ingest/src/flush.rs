@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::aggregate::{Plan, Settings, Slot};
+use crate::aggregate::{Plan, PlanSize, Settings, Slot};
 use crate::calibrate::{Calibration, take_next_chunk};
 use crate::error::is_connection_error;
 use crate::health::Health;
@@ -61,6 +61,7 @@ pub async fn run(
     let calibration = Arc::new(Calibration::default());
     // A chunk taken off the queue but left for the next flush.
     let mut carried: Option<Chunk> = None;
+    let mut last_size = PlanSize::default();
     loop {
         let slot = slots.clone().acquire_owned().await.expect("never closed");
         let first = match carried.take() {
@@ -73,7 +74,7 @@ pub async fn run(
         // Each flush is planned under exactly one version of the settings.
         let settings = settings.borrow().clone();
         let keys = store.keys();
-        let mut plan = Plan::default();
+        let mut plan = Plan::sized_like(last_size);
         for event in &first.events {
             plan.add(event, &settings, keys);
         }
@@ -112,6 +113,7 @@ pub async fn run(
             calibration: calibration.clone(),
             timeout: options.timeout,
         };
+        last_size = plan.size();
         let span = tracing::debug_span!("flush", events = plan.events(), chunks = chunks.len());
         tracker.spawn(
             async move {

@@ -82,7 +82,7 @@ pub fn decode(device_id: &str, stored: &[u8]) -> Option<Event> {
         event_id: (!p.event_id.is_empty()).then_some(p.event_id),
         user_id: (!p.user_id.is_empty()).then_some(p.user_id),
         value: p.value,
-        attributes: p.attributes.into_iter().collect(),
+        attributes: p.attributes,
     })
 }
 

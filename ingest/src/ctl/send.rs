@@ -602,7 +602,7 @@ pub fn packet_json(p: &Packet) -> EventJson {
         event_id: p.event_id.clone(),
         user_id: p.user_id.clone(),
         value: p.value,
-        attributes: p.attributes.clone().into_iter().collect(),
+        attributes: p.attributes.clone(),
     }
 }
 
