@@ -3,11 +3,11 @@
 //!
 //! Everything that can be summed is summed in memory: a thousand events of
 //! ten devices become ten sorted-set increments, whatever their ids. Only
-//! what cannot be summed stays per event: the dedup claim of an event id and the
-//! recent-events value. The plan is built on the assumption that every claim
-//! is new (duplicates are rare); when Redis finds claimed ids, the flush
-//! script writes nothing and says which, and [`Plan::writes`] recomputes the
-//! sums without those events (see `store`). An id repeated inside one flush
+//! what cannot be summed stays per event: the dedup claim of an event id
+//! and the recent-events value. The plan is built on the assumption that
+//! every claim is new (duplicates are rare); when Redis finds claimed ids,
+//! the flush script writes nothing and says which, and [`Plan::writes`]
+//! recomputes the sums without those events (see `store`). An id repeated inside one flush
 //! is a duplicate whatever Redis holds, so that is decided here.
 //!
 //! The plan is built incrementally ([`Plan::add`]) so that the flusher can
@@ -133,7 +133,8 @@ pub enum Slot {
 const COMMAND_MICROS: f64 = 3.0;
 const VALUE_MICROS: f64 = 1.5;
 
-/// Events and bytes of recent-event values of a plan; see [`Plan::sized_like`].
+/// Events, distinct devices and bytes of recent-event values of a plan; see
+/// [`Plan::sized_like`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PlanSize {
     pub events: usize,

@@ -18,8 +18,8 @@
 --          written, and the caller sends the flush again without them.
 --
 -- Amounts arrive summed and formatted by the pod, so each (key, field) costs
--- one command here, and each sorted set two per slice of members. All keys share the pipeline's hash tag, so this stays
--- within one Redis Cluster slot.
+-- one command here, and each sorted set two per slice of members. All keys
+-- share the pipeline's hash tag, so this stays within one Redis Cluster slot.
 
 local started = redis.call('TIME')
 local done = redis.call('GET', KEYS[1])
