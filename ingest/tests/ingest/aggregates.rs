@@ -525,13 +525,28 @@ async fn config_change_during_a_stream_loses_and_doubles_nothing() {
         no_progress: true,
     };
     let sender = tokio::spawn(telemetry_ingest::ctl::send::send(args));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The change lands mid-stream: once part of the stream is stored (the
+    // sender needs 2.5 s for all of it), however long it took to start.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while redis.events(&p) < 2_000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     std::fs::write(
         config.path(),
         "windows: [{ name: before, aggregates: [count] }, { name: after, aggregates: [count] }]\n",
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    while get(&ingest, "/api/v1/windows/after?minutes=1").await.0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the change was never picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let summary = sender.await.unwrap().unwrap();
     assert!(summary.consistent(), "{summary:?}");
     assert_eq!(
