@@ -17,13 +17,13 @@ pub mod ingest;
 pub mod redis;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use telemetry_config::AggregationConfig;
 
-pub use autoscaling::AutoscalingSpec;
+pub use autoscaling::{AutoscalingSpec, AutoscalingStatus};
 pub use ingest::IngestSpec;
 pub use redis::RedisSpec;
 
@@ -76,10 +76,28 @@ pub const REGENERATE: &str =
         description = "Ingest pods that exist"
     ),
     printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.autoscaling.desiredReplicas",
+        description = "Ingest replicas the autoscaler decided on at its last tick"
+    ),
+    printcolumn(
+        name = "Min",
+        type_ = "integer",
+        json_path = ".spec.autoscaling.minReplicas",
+        description = "Fewest ingest replicas the autoscaler keeps"
+    ),
+    printcolumn(
+        name = "Max",
+        type_ = "integer",
+        json_path = ".spec.autoscaling.maxReplicas",
+        description = "Most ingest replicas the autoscaler runs"
+    ),
+    printcolumn(
         name = "Queue",
         type_ = "integer",
-        json_path = ".status.observedQueueDepth",
-        description = "Events accepted but not yet stored, summed over ingest pods (set by the autoscaler)"
+        json_path = ".status.autoscaling.currentQueueDepth",
+        description = "Events accepted but not yet stored, summed over ingest pods at the autoscaler's last tick"
     ),
     printcolumn(
         name = "Age",
@@ -126,7 +144,8 @@ pub struct TelemetryPipelineStatus {
     pub observed_generation: Option<i64>,
 
     /// Current state, as conditions: `Ready`, `RedisReady`, `IngestReady`,
-    /// `Degraded` (its reason says what is wrong) and `Paused`.
+    /// `Degraded` (its reason says what is wrong) and `Paused`; with
+    /// autoscaling also `ScalingActive`, `ScalingLimited` and `FallbackActive`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -147,18 +166,10 @@ pub struct TelemetryPipelineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_endpoint: Option<String>,
 
-    /// Replicas the autoscaler last decided on (reserved for the autoscaler).
+    /// What the autoscaler saw and decided, with the history it keeps across
+    /// operator restarts (present while autoscaling is enabled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub desired_replicas: Option<i32>,
-
-    /// Sum of the ingest pods' queue depths at the last scrape (reserved for
-    /// the autoscaler).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_queue_depth: Option<i64>,
-
-    /// When the autoscaler last changed the replica count (reserved).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_scale_time: Option<Time>,
+    pub autoscaling: Option<AutoscalingStatus>,
 }
 
 impl TelemetryPipeline {
@@ -255,7 +266,10 @@ mod tests {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(columns, ["Ready", "Replicas", "Queue", "Age"]);
+        assert_eq!(
+            columns,
+            ["Ready", "Replicas", "Desired", "Min", "Max", "Queue", "Age"]
+        );
     }
 
     #[test]

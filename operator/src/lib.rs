@@ -21,6 +21,7 @@
 //! The binaries are thin: `telemetry-operator` parses [`config::Args`] and
 //! calls [`run`]; `crdgen` prints [`crd::crd_yaml`].
 
+pub mod autoscale;
 pub mod config;
 pub mod controller;
 pub mod crd;

@@ -509,9 +509,7 @@ pub fn owned_part(status: &TelemetryPipelineStatus) -> TelemetryPipelineStatus {
             .filter(|c| OURS.contains(&c.type_.as_str()))
             .cloned()
             .collect(),
-        desired_replicas: None,
-        observed_queue_depth: None,
-        last_scale_time: None,
+        autoscaling: None,
         ..status.clone()
     }
 }
@@ -662,15 +660,16 @@ mod tests {
         };
         let s = TelemetryPipelineStatus {
             conditions: vec![cond(status::READY), cond("ScalingActive")],
-            desired_replicas: Some(4),
-            observed_queue_depth: Some(10),
+            autoscaling: Some(crate::crd::AutoscalingStatus {
+                desired_replicas: Some(4),
+                ..Default::default()
+            }),
             replicas: Some(2),
             ..Default::default()
         };
         let owned = owned_part(&s);
         assert_eq!(owned.conditions.len(), 1);
-        assert_eq!(owned.desired_replicas, None);
-        assert_eq!(owned.observed_queue_depth, None);
+        assert_eq!(owned.autoscaling, None);
         assert_eq!(owned.replicas, Some(2));
     }
 }

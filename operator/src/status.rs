@@ -259,9 +259,7 @@ pub fn compute(tp: &TelemetryPipeline, observed: &Observed, now: Time) -> Teleme
             Some(ext) => ext.url.clone(),
             None => redis::url(tp),
         }),
-        desired_replicas: None,
-        observed_queue_depth: None,
-        last_scale_time: None,
+        autoscaling: None,
     }
 }
 
@@ -544,16 +542,17 @@ mod tests {
     #[test]
     fn autoscaler_fields_are_left_to_the_autoscaler() {
         let old = TelemetryPipelineStatus {
-            desired_replicas: Some(7),
-            observed_queue_depth: Some(1234),
-            last_scale_time: Some(at(50)),
+            autoscaling: Some(crate::crd::AutoscalingStatus {
+                desired_replicas: Some(7),
+                current_queue_depth: Some(1234),
+                last_scale_time: Some(at(50)),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let tp = TelemetryPipeline::test().with_status(old);
         let s = compute(&tp, &healthy(), at(100));
-        assert_eq!(s.desired_replicas, None);
-        assert_eq!(s.observed_queue_depth, None);
-        assert_eq!(s.last_scale_time, None);
+        assert_eq!(s.autoscaling, None);
     }
 
     #[test]

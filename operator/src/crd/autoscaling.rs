@@ -1,10 +1,11 @@
-//! `spec.autoscaling`: the configuration of spec/autoscaler.md.
+//! `spec.autoscaling` and `status.autoscaling`: the knobs of the autoscaler and
+//! what it reports, including the history it needs to survive a restart.
 //!
-//! Only the schema and its defaults live here; the scaling behaviour is its own
-//! issue. What the operator already does with it: while autoscaling is enabled
-//! it does not apply `spec.replicas` to the ingest Deployment (see
-//! `resources::ingest`), so it never fights the autoscaler.
+//! The decision itself is [`crate::autoscale`]; while autoscaling is enabled
+//! the operator's own apply leaves the ingest Deployment's `spec.replicas` to
+//! the autoscaler's field manager (see `reconcile::apply_deployment`).
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -33,8 +34,10 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_true")]
     pub enabled: bool,
 
-    /// Fewest ingest pods (0 allows scaling to zero; it is never done
-    /// automatically below 1 while there is a backlog).
+    /// Fewest ingest pods. The autoscaler itself never goes below 1 (with no
+    /// pod there is no queue to measure); 0 lets a person scale the pipeline
+    /// to zero by hand (`kubectl scale --replicas=0`), which the autoscaler
+    /// then leaves alone until someone scales it up again.
     #[serde(default = "default_min_replicas")]
     #[schemars(range(min = 0))]
     pub min_replicas: i32,
@@ -75,7 +78,38 @@ pub struct AutoscalingSpec {
     /// hold the current replica count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Fallback>,
+
+    /// Holding scale-ups while Redis, not the ingest pods, is the bottleneck.
+    #[serde(default)]
+    pub redis_saturation: RedisSaturation,
 }
+
+/// When more ingest pods cannot raise throughput because the pipeline's Redis
+/// is saturated, the autoscaler holds scale-ups and says so (condition
+/// `ScalingLimited`, reason `RedisSaturated`). Scale-downs are unaffected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RedisSaturation {
+    /// Whether to hold scale-ups while Redis is saturated.
+    pub enabled: bool,
+    /// Redis counts as saturated when the ingest pods' flush scripts kept its
+    /// main thread busy for at least this percentage of the last sync period
+    /// (the sum over pods of `telemetry_ingest_flush_script_seconds`).
+    #[schemars(range(min = 1, max = 100))]
+    pub busy_percent: i32,
+}
+
+impl Default for RedisSaturation {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            busy_percent: DEFAULT_REDIS_BUSY_PERCENT,
+        }
+    }
+}
+
+/// Default Redis busy threshold, in percent of the sync period.
+pub const DEFAULT_REDIS_BUSY_PERCENT: i32 = 80;
 
 fn default_true() -> bool {
     true
@@ -306,4 +340,90 @@ impl AutoscalingSpec {
     pub fn initial_replicas(&self) -> i32 {
         self.min_replicas.max(1)
     }
+
+    /// Samples older than this many seconds count as missing.
+    pub fn max_sample_age_seconds(&self) -> i32 {
+        self.scrape
+            .max_sample_age_seconds
+            .unwrap_or_else(|| self.sync_period_seconds.saturating_mul(2))
+    }
+}
+
+/// What the autoscaler saw and decided at its last tick, and the history
+/// that makes its decisions survive an operator restart (written under the
+/// autoscaler's own field manager).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// The replica count the autoscaler last decided on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+
+    /// The Deployment's replica count (spec.replicas) at the last tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_replicas: Option<i32>,
+
+    /// Events accepted but not yet stored, summed over the pods with a valid
+    /// sample at the last tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_queue_depth: Option<i64>,
+
+    /// The largest queue depth of one pod at the last tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pod_queue_depth: Option<i64>,
+
+    /// Accepted events per second, summed over the pods with a valid rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_events_per_second: Option<i64>,
+
+    /// Percentage of the last sync period Redis spent running the pods'
+    /// flush scripts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_busy_percent: Option<i32>,
+
+    /// When the autoscaler last changed the replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+
+    /// Recent recommendations (replicas wanted by the metrics, before
+    /// stabilization and rate limits), kept for the stabilization windows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 512))]
+    pub recommendations: Vec<RecommendationRecord>,
+
+    /// Recent scale changes made by the autoscaler, kept for the rate limits
+    /// of `behavior` policies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 512))]
+    pub scale_events: Vec<ScaleEventRecord>,
+
+    /// Ticks in a row without any valid metric (reset by a tick with one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_failures: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+/// One recommendation of the autoscaler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecommendationRecord {
+    /// Replicas recommended.
+    pub replicas: i32,
+    /// When.
+    pub time: MicroTime,
+}
+
+/// One scale change made by the autoscaler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleEventRecord {
+    /// Replicas before.
+    pub from: i32,
+    /// Replicas after.
+    pub to: i32,
+    /// When the scale subresource was patched.
+    pub time: MicroTime,
 }
