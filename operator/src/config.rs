@@ -18,6 +18,8 @@ pub const DEFAULT_RESYNC_SECONDS: u64 = 300;
 pub const DEFAULT_CONCURRENCY: u16 = 4;
 /// Log format.
 pub const DEFAULT_LOG_FORMAT: &str = "plain";
+/// How many ingest pods the autoscaler scrapes at once.
+pub const DEFAULT_SCRAPE_PARALLELISM: usize = crate::scrape::DEFAULT_PARALLELISM;
 
 /// `telemetry-operator` flags.
 #[derive(Clone, Debug, clap::Parser)]
@@ -47,6 +49,10 @@ pub struct Args {
     #[arg(long, env = "TELEMETRY_OPERATOR_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: u16,
 
+    /// Ingest pods whose /metrics the autoscaler reads at once.
+    #[arg(long, env = "TELEMETRY_OPERATOR_SCRAPE_PARALLELISM", default_value_t = DEFAULT_SCRAPE_PARALLELISM)]
+    pub scrape_parallelism: usize,
+
     /// Log format: plain or json.
     #[arg(long, env = "TELEMETRY_OPERATOR_LOG_FORMAT", default_value = DEFAULT_LOG_FORMAT, value_parser = ["plain", "json"])]
     pub log_format: String,
@@ -63,6 +69,8 @@ pub struct Settings {
     pub resync: Duration,
     /// Concurrent reconciles.
     pub concurrency: u16,
+    /// Concurrent scrapes of ingest pods.
+    pub scrape_parallelism: usize,
 }
 
 impl Default for Settings {
@@ -72,6 +80,7 @@ impl Default for Settings {
             ingest_image: DEFAULT_INGEST_IMAGE.to_string(),
             resync: Duration::from_secs(DEFAULT_RESYNC_SECONDS),
             concurrency: DEFAULT_CONCURRENCY,
+            scrape_parallelism: DEFAULT_SCRAPE_PARALLELISM,
         }
     }
 }
@@ -83,6 +92,7 @@ impl From<&Args> for Settings {
             ingest_image: args.ingest_image.clone(),
             resync: Duration::from_secs(args.resync_seconds.max(1)),
             concurrency: args.concurrency.max(1),
+            scrape_parallelism: args.scrape_parallelism.max(1),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Wiring: the kube-runtime `Controller` (watching pipelines and the children
-//! they own), the HTTP server, and the shutdown that stops both.
+//! they own), the autoscaler (reading the controller's cache), the HTTP
+//! server, and the shutdown that stops all three.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,6 +22,7 @@ use crate::http;
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::resources::{LABEL_MANAGED_BY, MANAGED_BY};
+use crate::scaler::{self, Scaler};
 use crate::{Error, Result};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -67,14 +69,26 @@ pub async fn run(
     }
 
     let children = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    let ctx = Arc::new(Context::new(client.clone(), settings.clone(), metrics));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings.clone(),
+        metrics.clone(),
+    ));
     let stop = shutdown.clone();
-    let controller = Controller::new(pipelines, watcher::Config::default().any_semantic())
+    let builder = Controller::new(pipelines, watcher::Config::default().any_semantic())
         .owns(api::<Deployment>(&client, ns.as_deref()), children.clone())
         .owns(api::<StatefulSet>(&client, ns.as_deref()), children.clone())
         .owns(api::<Service>(&client, ns.as_deref()), children.clone())
         .owns(api::<ConfigMap>(&client, ns.as_deref()), children.clone())
-        .owns(api::<Secret>(&client, ns.as_deref()), children)
+        .owns(api::<Secret>(&client, ns.as_deref()), children);
+    // The autoscaler reads the pipelines from the controller's cache.
+    let scaler = Arc::new(Scaler::new(
+        client.clone(),
+        metrics,
+        settings.scrape_parallelism,
+    )?);
+    let autoscaler = tokio::spawn(scaler::run(scaler, builder.store(), shutdown.clone()));
+    let controller = builder
         .with_config(controller::Config::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(async move { stop.cancelled_owned().await })
         .run(reconcile, error_policy, ctx)
@@ -90,6 +104,12 @@ pub async fn run(
     info!(namespace = ns.as_deref().unwrap_or("<all>"), image = %settings.ingest_image, "operator running");
     controller.await;
     info!("controller stopped; shutting down");
+    shutdown.cancel();
+    if let Err(e) = autoscaler.await
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
+    }
     state.ready.store(false, Ordering::Relaxed);
     shutdown.cancel();
     match server.await {

@@ -26,9 +26,18 @@ pub enum Error {
     #[error("the TelemetryPipeline has no {0}")]
     MissingObjectKey(&'static str),
 
+    /// A pod's deletion-cost annotation did not read back as written, so a
+    /// scale-down could remove the wrong pod; the tick is retried.
+    #[error("the deletion cost written to pod {pod} is not visible yet")]
+    DeletionCostNotVisible { pod: String },
+
     /// The HTTP server could not bind or serve.
     #[error("HTTP server: {0}")]
     Http(#[source] std::io::Error),
+
+    /// The HTTP client that scrapes the ingest pods could not be built.
+    #[error("HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
 
     /// A metric could not be registered.
     #[error("metrics: {0}")]
@@ -61,7 +70,10 @@ impl Error {
             Error::InvalidAggregation(_)
             | Error::RedisSecretInvalid { .. }
             | Error::MissingObjectKey(_) => true,
-            Error::Http(_) | Error::Metrics(_) => false,
+            Error::Http(_)
+            | Error::HttpClient(_)
+            | Error::Metrics(_)
+            | Error::DeletionCostNotVisible { .. } => false,
         }
     }
 
@@ -82,7 +94,9 @@ impl Error {
             Error::InvalidAggregation(_) => "InvalidAggregation",
             Error::RedisSecretInvalid { .. } => "RedisSecretInvalid",
             Error::MissingObjectKey(_) => "InvalidObject",
+            Error::DeletionCostNotVisible { .. } => "DeletionCostNotVisible",
             Error::Http(_) => "HttpServer",
+            Error::HttpClient(_) => "HttpClient",
             Error::Metrics(_) => "Metrics",
         }
     }

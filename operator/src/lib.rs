@@ -30,6 +30,8 @@ pub mod http;
 pub mod metrics;
 pub mod reconcile;
 pub mod resources;
+pub mod scaler;
+pub mod scrape;
 pub mod status;
 
 #[cfg(test)]

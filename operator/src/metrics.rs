@@ -1,7 +1,8 @@
 //! The operator's Prometheus metrics, in one struct.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Reconcile counts, failures by reason, durations, and child writes.
@@ -20,6 +21,92 @@ pub struct Metrics {
     pub child_writes: IntCounterVec,
     /// `telemetry_operator_status_writes_total`.
     pub status_writes: IntCounter,
+    /// The autoscaler's metrics.
+    pub autoscaler: AutoscalerMetrics,
+}
+
+/// What the autoscaler measures and decides, per pipeline
+/// (`namespace`, `pipeline` labels) where it makes sense.
+#[derive(Clone)]
+pub struct AutoscalerMetrics {
+    /// `telemetry_operator_autoscaler_desired_replicas`.
+    pub desired_replicas: IntGaugeVec,
+    /// `telemetry_operator_autoscaler_current_replicas`.
+    pub current_replicas: IntGaugeVec,
+    /// `telemetry_operator_autoscaler_queue_depth`: summed over pods.
+    pub queue_depth: IntGaugeVec,
+    /// `telemetry_operator_autoscaler_redis_busy_permille`.
+    pub redis_busy_permille: IntGaugeVec,
+    /// `telemetry_operator_autoscaler_redis_saturated`: 1 while a scale-up
+    /// is held because Redis is the bottleneck.
+    pub redis_saturated: IntGaugeVec,
+    /// `telemetry_operator_autoscaler_scrape_errors_total{reason}`.
+    pub scrape_errors: IntCounterVec,
+    /// `telemetry_operator_autoscaler_scrape_duration_seconds`: one tick's
+    /// scrape of every pod of a pipeline.
+    pub scrape_duration: Histogram,
+    /// `telemetry_operator_autoscaler_decisions_total{result}`: hold,
+    /// scale_up, scale_down, deferred, no_metrics, disabled, error.
+    pub decisions: IntCounterVec,
+}
+
+impl AutoscalerMetrics {
+    fn new(registry: &Registry) -> crate::Result<Self> {
+        let pipeline = ["namespace", "pipeline"];
+        let gauge = |name: &str, help: &str| -> crate::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name, help), &pipeline)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| -> crate::Result<IntCounterVec> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let scrape_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "telemetry_operator_autoscaler_scrape_duration_seconds",
+                "Time to scrape every ingest pod of one pipeline in one tick",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
+        registry.register(Box::new(scrape_duration.clone()))?;
+        Ok(Self {
+            desired_replicas: gauge(
+                "telemetry_operator_autoscaler_desired_replicas",
+                "Ingest replicas the autoscaler decided on at its last tick",
+            )?,
+            current_replicas: gauge(
+                "telemetry_operator_autoscaler_current_replicas",
+                "Ingest replicas (the Deployment's spec.replicas) at the last tick",
+            )?,
+            queue_depth: gauge(
+                "telemetry_operator_autoscaler_queue_depth",
+                "Events accepted but not yet stored, summed over the ingest pods at the last tick",
+            )?,
+            redis_busy_permille: gauge(
+                "telemetry_operator_autoscaler_redis_busy_permille",
+                "Per mille of the last sync period Redis spent running the pods' flush scripts",
+            )?,
+            redis_saturated: gauge(
+                "telemetry_operator_autoscaler_redis_saturated",
+                "1 while a scale-up is held because Redis, not the ingest pods, is the bottleneck",
+            )?,
+            scrape_errors: counter(
+                "telemetry_operator_autoscaler_scrape_errors_total",
+                "Failed scrapes of an ingest pod's /metrics, by reason",
+                &["reason"],
+            )?,
+            scrape_duration,
+            decisions: counter(
+                "telemetry_operator_autoscaler_decisions_total",
+                "Autoscaler ticks, by what they decided",
+                &["result"],
+            )?,
+        })
+    }
 }
 
 impl Metrics {
@@ -65,6 +152,7 @@ impl Metrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(child_writes.clone()))?;
         registry.register(Box::new(status_writes.clone()))?;
+        let autoscaler = AutoscalerMetrics::new(&registry)?;
         Ok(Self {
             registry,
             reconciliations,
@@ -72,6 +160,7 @@ impl Metrics {
             duration,
             child_writes,
             status_writes,
+            autoscaler,
         })
     }
 

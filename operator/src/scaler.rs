@@ -1,0 +1,817 @@
+//! The autoscaler at work: every `syncPeriodSeconds`, for each pipeline with
+//! autoscaling enabled and not paused, read the ingest Deployment's `/scale`,
+//! list and scrape its pods ([`scrape`]), let [`autoscale::decide`] choose,
+//! act (deletion costs first, then `/scale`), publish an Event, and write
+//! `status.autoscaling` and the `Scaling*` conditions under
+//! [`AUTOSCALER_MANAGER`].
+//!
+//! One task ([`run`]) polls the controller's cache of pipelines and starts a
+//! tick for each pipeline that is due; a pipeline never has two ticks at
+//! once. The history lives in memory between ticks and in the status across
+//! restarts: on first sight of a pipeline it is read back from the status,
+//! so a restart neither forgets a pending scale-down window nor scales early.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::autoscale::{
+    self, Action, Decision, History, Inputs, Millis, Phase, PodInput, Recommendation, ScaleEvent,
+    Verdict, condition, victim,
+};
+use crate::crd::TelemetryPipeline;
+use crate::crd::autoscaling::{
+    AutoscalingSpec, AutoscalingStatus, RecommendationRecord, ScaleEventRecord,
+};
+use crate::metrics::Metrics;
+use crate::resources::{AUTOSCALER_MANAGER, Names, ingest};
+use crate::scrape::{self, PodClass, SampleCache, Scraper, Target};
+use crate::{Error, Result};
+
+/// How often the task looks for pipelines that are due.
+const POLL: Duration = Duration::from_millis(200);
+/// Pause between the deletion-cost writes and the `/scale` patch, so that
+/// the ReplicaSet controller's cache has them when it picks its victims.
+const DELETION_COST_SETTLE: Duration = Duration::from_millis(500);
+
+/// What the autoscaler keeps per pipeline between ticks.
+#[derive(Default)]
+struct Tracked {
+    cache: SampleCache,
+    history: Option<History>,
+    /// When the last tick started (monotonic, and wall-clock ms).
+    last_tick: Option<(Instant, Millis)>,
+    next_due: Option<Instant>,
+    ticking: bool,
+}
+
+/// The autoscaler: a client, metrics, a scraper and per-pipeline state.
+pub struct Scaler {
+    client: Client,
+    metrics: Metrics,
+    recorder: Recorder,
+    scraper: Scraper,
+    pipelines: Mutex<HashMap<String, Tracked>>,
+}
+
+fn now_ms() -> Millis {
+    Timestamp::now().as_millisecond()
+}
+
+fn timestamp(ms: Millis) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+impl Scaler {
+    /// An autoscaler that scrapes with `parallelism` requests at once.
+    pub fn new(client: Client, metrics: Metrics, parallelism: usize) -> Result<Self> {
+        Ok(Self {
+            recorder: Recorder::new(client.clone(), AUTOSCALER_MANAGER.into()),
+            client,
+            metrics,
+            scraper: Scraper::new(parallelism)?,
+            pipelines: Mutex::default(),
+        })
+    }
+
+    fn key(tp: &TelemetryPipeline) -> String {
+        tp.uid()
+            .unwrap_or_else(|| format!("{}/{}", tp.namespace().unwrap_or_default(), tp.name_any()))
+    }
+
+    /// Picks the pipelines that are due and marks them as ticking.
+    fn due(
+        &self,
+        pipelines: &[Arc<TelemetryPipeline>],
+        now: Instant,
+    ) -> Vec<Arc<TelemetryPipeline>> {
+        let mut map = self.pipelines.lock().expect("not poisoned");
+        let live: HashSet<String> = pipelines.iter().map(|tp| Self::key(tp)).collect();
+        map.retain(|key, _| live.contains(key));
+        pipelines
+            .iter()
+            .filter(|tp| tp.metadata.deletion_timestamp.is_none())
+            .filter(|tp| tp.autoscaling_enabled() || has_autoscaler_status(tp))
+            .filter(|tp| !tp.spec.paused)
+            .filter(|tp| {
+                let t = map.entry(Self::key(tp)).or_default();
+                let due = !t.ticking && t.next_due.is_none_or(|d| now >= d);
+                if due {
+                    t.ticking = true;
+                }
+                due
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// One tick of one pipeline, with its errors counted and logged.
+    async fn tick(self: Arc<Self>, tp: Arc<TelemetryPipeline>) {
+        let started = Instant::now();
+        let key = Self::key(&tp);
+        let period = tp
+            .spec
+            .autoscaling
+            .as_ref()
+            .map_or(15, |a| a.sync_period_seconds.max(1));
+        let result = match tp.spec.autoscaling.as_ref().filter(|a| a.enabled) {
+            Some(spec) => self.autoscale(&tp, spec, started).await,
+            None => self.clear_status(&tp).await,
+        };
+        if let Err(error) = &result {
+            warn!(%error, reason = error.reason(), "autoscaler tick failed");
+            self.metrics
+                .autoscaler
+                .decisions
+                .with_label_values(&["error"])
+                .inc();
+        }
+        let mut map = self.pipelines.lock().expect("not poisoned");
+        let t = map.entry(key).or_default();
+        t.ticking = false;
+        t.next_due = Some(started + Duration::from_secs(u64::try_from(period).unwrap_or(15)));
+    }
+
+    async fn autoscale(
+        &self,
+        tp: &TelemetryPipeline,
+        spec: &AutoscalingSpec,
+        started: Instant,
+    ) -> Result<()> {
+        let ns = tp.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+        let name = tp.name_any();
+        let deployment_name = Names::of(tp).ingest;
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &ns);
+        let Some(deployment) = deployments
+            .get_opt(&deployment_name)
+            .await
+            .map_err(|e| Error::kube(format!("get Deployment {ns}/{deployment_name}"), e))?
+        else {
+            debug!("no ingest Deployment yet");
+            return Ok(());
+        };
+        let scale = deployments.get_scale(&deployment_name).await.map_err(|e| {
+            Error::kube(format!("get scale of Deployment {ns}/{deployment_name}"), e)
+        })?;
+        let current = scale.spec.and_then(|s| s.replicas).unwrap_or(0);
+        let pods = Api::<Pod>::namespaced(self.client.clone(), &ns)
+            .list(&ListParams::default().labels(&ingest::selector_string(tp)))
+            .await
+            .map_err(|e| Error::kube(format!("list ingest pods in {ns}"), e))?
+            .items;
+
+        let port = u16::try_from(tp.spec.ingest.ports.http).unwrap_or(8000);
+        let targets: Vec<Target> = pods
+            .iter()
+            .filter_map(|p| match scrape::classify(p) {
+                PodClass::Running { ip } => Some(Target::pod(p.name_any(), ip, port)),
+                _ => None,
+            })
+            .collect();
+        let timeout =
+            Duration::from_secs(u64::try_from(spec.scrape.timeout_seconds.max(1)).unwrap_or(5));
+        let scrape_started = Instant::now();
+        let readings = self.scraper.scrape_all(targets, timeout).await;
+        self.metrics
+            .autoscaler
+            .scrape_duration
+            .observe(scrape_started.elapsed().as_secs_f64());
+        let now = now_ms();
+
+        let (inputs, history) = {
+            let mut map = self.pipelines.lock().expect("not poisoned");
+            let t = map.entry(Self::key(tp)).or_default();
+            t.cache.retain(
+                pods.iter()
+                    .map(|p| p.metadata.name.as_deref().unwrap_or_default()),
+            );
+            for (target, reading) in &readings {
+                match reading {
+                    Ok(reading) => t.cache.record(&target.name, now, reading),
+                    Err(e) => self
+                        .metrics
+                        .autoscaler
+                        .scrape_errors
+                        .with_label_values(&[e.reason()])
+                        .inc(),
+                }
+            }
+            let elapsed_ms = t.last_tick.map(|(_, at)| now - at);
+            t.last_tick = Some((started, now));
+            let inputs = Inputs {
+                current,
+                pods: pods.iter().map(|p| pod_input(p, &t.cache)).collect(),
+                redis_busy_permille: redis_busy(&t.cache, &pods, elapsed_ms),
+                rollout_in_progress: rolling_out(&deployment),
+            };
+            let history = t.history.clone().unwrap_or_else(|| {
+                history_from_status(tp.status.as_ref().and_then(|s| s.autoscaling.as_ref()))
+            });
+            (inputs, history)
+        };
+
+        let decision = autoscale::decide(spec, &history, &inputs, now);
+        let mut history = decision.history.clone();
+        let labels = [ns.as_str(), name.as_str()];
+        let m = &self.metrics.autoscaler;
+        m.current_replicas
+            .with_label_values(&labels)
+            .set(i64::from(current));
+        m.desired_replicas
+            .with_label_values(&labels)
+            .set(i64::from(decision.desired));
+        if let Some(q) = &decision.queue {
+            m.queue_depth
+                .with_label_values(&labels)
+                .set(i64::try_from(q.total / 1000).unwrap_or(i64::MAX));
+        }
+        if let Some(busy) = inputs.redis_busy_permille {
+            m.redis_busy_permille
+                .with_label_values(&labels)
+                .set(i64::from(busy));
+        }
+        m.redis_saturated
+            .with_label_values(&labels)
+            .set(i64::from(decision.redis_saturated()));
+
+        let scaled = self.act(tp, &ns, &deployment_name, &decision).await;
+        let result = match scaled {
+            Ok(true) => {
+                history.record_scale(current, decision.desired, now);
+                if decision.desired > current {
+                    "scale_up"
+                } else {
+                    "scale_down"
+                }
+            }
+            Ok(false)
+                if !decision.scaling_active.status
+                    && decision.scaling_active.reason == "ScalingDisabled" =>
+            {
+                "disabled"
+            }
+            Ok(false) if decision.scaling_limited.reason == autoscale::SCALE_DOWN_DEFERRED => {
+                "deferred"
+            }
+            Ok(false) if !decision.scaling_active.status && !decision.fallback_active.status => {
+                "no_metrics"
+            }
+            Ok(false) => "hold",
+            Err(_) => "error",
+        };
+        m.decisions.with_label_values(&[result]).inc();
+        info!(current, desired = decision.desired, result, why = %decision.why, "autoscaler tick");
+        {
+            let mut map = self.pipelines.lock().expect("not poisoned");
+            map.entry(Self::key(tp)).or_default().history = Some(history.clone());
+        }
+        let scaled_now = matches!(scaled, Ok(true));
+        self.write_status(tp, &decision, &inputs, &history, scaled_now.then_some(now))
+            .await?;
+        scaled.map(|_| ())
+    }
+
+    /// Carries out a decision; returns whether the replica count changed.
+    async fn act(
+        &self,
+        tp: &TelemetryPipeline,
+        ns: &str,
+        deployment: &str,
+        decision: &Decision,
+    ) -> Result<bool> {
+        let (from, to) = (decision.current, decision.desired);
+        match &decision.action {
+            Action::Hold => return Ok(false),
+            Action::ScaleUp => {}
+            Action::ScaleDown { cost_writes, .. } => {
+                self.write_deletion_costs(ns, cost_writes).await?;
+            }
+        }
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let patch = serde_json::json!({
+            "apiVersion": "autoscaling/v1",
+            "kind": "Scale",
+            "metadata": { "name": deployment, "namespace": ns },
+            "spec": { "replicas": to },
+        });
+        deployments
+            .patch_scale(
+                deployment,
+                &PatchParams::apply(AUTOSCALER_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| Error::kube(format!("scale Deployment {ns}/{deployment} to {to}"), e))?;
+        let (reason, verb) = if to > from {
+            ("ScaledUp", "Scaled up")
+        } else {
+            ("ScaledDown", "Scaled down")
+        };
+        let mut note = format!("{verb} from {from} to {to}: {}", decision.why);
+        if let Action::ScaleDown { victims, .. } = &decision.action {
+            note.push_str(&format!("; removing {}", victims.join(", ")));
+        }
+        self.publish(tp, EventType::Normal, reason, "Scale", note)
+            .await;
+        Ok(true)
+    }
+
+    /// Writes the deletion costs, then reads them back until every write is
+    /// visible, then gives the ReplicaSet controller's cache a moment.
+    async fn write_deletion_costs(&self, ns: &str, writes: &[victim::CostWrite]) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let params = PatchParams {
+            field_manager: Some(AUTOSCALER_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        for w in writes {
+            let value = w.cost.map(|c| c.to_string());
+            let patch = serde_json::json!({ "metadata": { "annotations": { victim::DELETION_COST: value } } });
+            match pods.patch(&w.pod, &params, &Patch::Merge(&patch)).await {
+                Ok(_) => {}
+                // Gone meanwhile: nothing to rank.
+                Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                Err(e) => return Err(Error::kube(format!("annotate pod {ns}/{}", w.pod), e)),
+            }
+        }
+        for w in writes {
+            let Some(pod) = pods
+                .get_opt(&w.pod)
+                .await
+                .map_err(|e| Error::kube(format!("get pod {ns}/{}", w.pod), e))?
+            else {
+                continue;
+            };
+            let seen = pod
+                .annotations()
+                .get(victim::DELETION_COST)
+                .and_then(|v| v.parse::<i32>().ok());
+            if seen != w.cost {
+                return Err(Error::DeletionCostNotVisible { pod: w.pod.clone() });
+            }
+        }
+        tokio::time::sleep(DELETION_COST_SETTLE).await;
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        tp: &TelemetryPipeline,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &tp.object_ref(&())).await {
+            warn!(error = %e, reason, "could not publish an event");
+        }
+    }
+
+    /// Writes `status.autoscaling` and the autoscaler's conditions when they
+    /// changed, and publishes the events of condition transitions.
+    async fn write_status(
+        &self,
+        tp: &TelemetryPipeline,
+        decision: &Decision,
+        inputs: &Inputs,
+        history: &History,
+        scaled_at: Option<Millis>,
+    ) -> Result<()> {
+        let old = tp.status.as_ref().and_then(|s| s.autoscaling.clone());
+        let old_conditions: Vec<Condition> = tp
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter())
+            .filter(|c| AUTOSCALER_CONDITIONS.contains(&c.type_.as_str()))
+            .cloned()
+            .collect();
+        let new = status_of(decision, inputs, history, scaled_at, old.as_ref());
+        let now = Time(Timestamp::now());
+        let conditions = conditions_of(decision, &old_conditions, tp.metadata.generation, &now);
+        if old.as_ref() == Some(&new) && same_conditions(&old_conditions, &conditions) {
+            return Ok(());
+        }
+        let ns = tp.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+        let name = tp.name_any();
+        let patch = serde_json::json!({
+            "apiVersion": TelemetryPipeline::api_version(&()),
+            "kind": TelemetryPipeline::kind(&()),
+            "status": { "autoscaling": new, "conditions": conditions },
+        });
+        Api::<TelemetryPipeline>::namespaced(self.client.clone(), &ns)
+            .patch_status(
+                &name,
+                &PatchParams::apply(AUTOSCALER_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| {
+                Error::kube(
+                    format!("update autoscaling status of TelemetryPipeline {ns}/{name}"),
+                    e,
+                )
+            })?;
+        self.metrics.status_writes.inc();
+        for (type_, reason, note) in transition_events(&old_conditions, &conditions) {
+            self.publish(tp, type_, &reason, "Autoscale", note).await;
+        }
+        Ok(())
+    }
+
+    /// Removes what the autoscaler wrote once autoscaling is disabled.
+    async fn clear_status(&self, tp: &TelemetryPipeline) -> Result<()> {
+        if !has_autoscaler_status(tp) {
+            return Ok(());
+        }
+        let ns = tp.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+        let name = tp.name_any();
+        let patch = serde_json::json!({
+            "apiVersion": TelemetryPipeline::api_version(&()),
+            "kind": TelemetryPipeline::kind(&()),
+            "status": {},
+        });
+        Api::<TelemetryPipeline>::namespaced(self.client.clone(), &ns)
+            .patch_status(
+                &name,
+                &PatchParams::apply(AUTOSCALER_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| {
+                Error::kube(
+                    format!("clear autoscaling status of TelemetryPipeline {ns}/{name}"),
+                    e,
+                )
+            })?;
+        self.pipelines
+            .lock()
+            .expect("not poisoned")
+            .remove(&Self::key(tp));
+        Ok(())
+    }
+}
+
+/// The condition types the autoscaler writes.
+pub const AUTOSCALER_CONDITIONS: [&str; 3] = [
+    condition::SCALING_ACTIVE,
+    condition::SCALING_LIMITED,
+    condition::FALLBACK_ACTIVE,
+];
+
+fn has_autoscaler_status(tp: &TelemetryPipeline) -> bool {
+    tp.status.as_ref().is_some_and(|s| {
+        s.autoscaling.is_some()
+            || s.conditions
+                .iter()
+                .any(|c| AUTOSCALER_CONDITIONS.contains(&c.type_.as_str()))
+    })
+}
+
+/// Runs the autoscaler until `shutdown`: polls `store` for pipelines that
+/// are due and ticks them, each in its own task.
+pub async fn run(
+    scaler: Arc<Scaler>,
+    store: Store<TelemetryPipeline>,
+    shutdown: CancellationToken,
+) {
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(done) = ticks.join_next(), if !ticks.is_empty() => {
+                if let Err(e) = done {
+                    // A panicking tick is a bug: bring the process down loudly.
+                    std::panic::resume_unwind(e.into_panic());
+                }
+                continue;
+            }
+            _ = poll.tick() => {}
+        }
+        for tp in scaler.due(&store.state(), Instant::now()) {
+            let span = info_span!("autoscale", pipeline = %format!("{}/{}", tp.namespace().unwrap_or_default(), tp.name_any()));
+            ticks.spawn(scaler.clone().tick(tp).instrument(span));
+        }
+    }
+    // Let running ticks finish their writes.
+    while let Some(done) = ticks.join_next().await {
+        if let Err(e) = done
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
+fn phase(pod: &Pod) -> Phase {
+    match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Running") => Phase::Running,
+        Some("Succeeded") => Phase::Succeeded,
+        Some("Failed") => Phase::Failed,
+        Some("Unknown") => Phase::Unknown,
+        _ => Phase::Pending,
+    }
+}
+
+/// One pod as [`autoscale::decide`] sees it.
+fn pod_input(pod: &Pod, cache: &SampleCache) -> PodInput {
+    let name = pod.name_any();
+    let convert = |s: scrape::Sample| autoscale::Sample {
+        value: s.value,
+        at: s.at,
+    };
+    PodInput {
+        phase: match scrape::classify(pod) {
+            // Running without a usable IP: its metric is missing.
+            PodClass::Unknown => Phase::Unknown,
+            _ => phase(pod),
+        },
+        terminating: scrape::is_terminating(pod),
+        ready: scrape::is_ready(pod),
+        created: pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_millisecond()),
+        queue: cache.queue(&name).map(convert),
+        rate: cache.rate(&name).map(convert),
+        deletion_cost: pod
+            .annotations()
+            .get(victim::DELETION_COST)
+            .and_then(|v| v.parse().ok()),
+        name,
+    }
+}
+
+/// Per mille of the interval since the last tick that Redis spent running
+/// the listed pods' flush scripts; None on the first tick.
+fn redis_busy(cache: &SampleCache, pods: &[Pod], elapsed_ms: Option<Millis>) -> Option<u32> {
+    let elapsed = elapsed_ms.filter(|&ms| ms > 0)? as f64 / 1000.0;
+    let busy: f64 = pods
+        .iter()
+        .filter_map(|p| cache.redis_busy_seconds(p.metadata.name.as_deref()?))
+        .sum();
+    Some((busy / elapsed * 1000.0).clamp(0.0, 1000.0).round() as u32)
+}
+
+/// Whether the Deployment is rolling out: a change not yet observed, pods
+/// not yet updated, or more pods than wanted (old ones still going).
+fn rolling_out(d: &Deployment) -> bool {
+    let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(status) = d.status.as_ref() else {
+        return true;
+    };
+    status.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0)
+        || status.updated_replicas.unwrap_or(0) < wanted
+        || status.replicas.unwrap_or(0) > status.updated_replicas.unwrap_or(0)
+}
+
+/// The history kept in a status, back in the decision's units.
+pub fn history_from_status(status: Option<&AutoscalingStatus>) -> History {
+    let Some(s) = status else {
+        return History::default();
+    };
+    History {
+        recommendations: s
+            .recommendations
+            .iter()
+            .map(|r| Recommendation {
+                replicas: r.replicas,
+                at: r.time.0.as_millisecond(),
+            })
+            .collect(),
+        scale_events: s
+            .scale_events
+            .iter()
+            .map(|e| ScaleEvent {
+                from: e.from,
+                to: e.to,
+                at: e.time.0.as_millisecond(),
+            })
+            .collect(),
+        consecutive_failures: u32::try_from(s.consecutive_failures).unwrap_or(0),
+    }
+}
+
+/// The status the autoscaler writes for a decision.
+pub fn status_of(
+    decision: &Decision,
+    inputs: &Inputs,
+    history: &History,
+    scaled_at: Option<Millis>,
+    old: Option<&AutoscalingStatus>,
+) -> AutoscalingStatus {
+    let units = |milli: u128| i64::try_from(milli / 1000).unwrap_or(i64::MAX);
+    AutoscalingStatus {
+        desired_replicas: Some(decision.desired),
+        current_replicas: Some(decision.current),
+        current_queue_depth: decision
+            .queue
+            .as_ref()
+            .filter(|q| q.ready > 0)
+            .map(|q| units(q.total)),
+        max_pod_queue_depth: decision
+            .queue
+            .as_ref()
+            .filter(|q| q.ready > 0)
+            .map(|q| units(u128::from(q.max))),
+        current_events_per_second: decision
+            .rate
+            .as_ref()
+            .filter(|r| r.ready > 0)
+            .map(|r| units(r.total)),
+        redis_busy_percent: inputs
+            .redis_busy_permille
+            .map(|p| i32::try_from(p / 10).unwrap_or(100)),
+        last_scale_time: scaled_at
+            .map(|ms| Time(timestamp(ms)))
+            .or_else(|| old.and_then(|o| o.last_scale_time.clone())),
+        recommendations: history
+            .recommendations
+            .iter()
+            .map(|r| RecommendationRecord {
+                replicas: r.replicas,
+                time: MicroTime(timestamp(r.at)),
+            })
+            .collect(),
+        scale_events: history
+            .scale_events
+            .iter()
+            .map(|e| ScaleEventRecord {
+                from: e.from,
+                to: e.to,
+                time: MicroTime(timestamp(e.at)),
+            })
+            .collect(),
+        consecutive_failures: i32::try_from(history.consecutive_failures).unwrap_or(i32::MAX),
+    }
+}
+
+/// The three conditions of a decision, keeping `lastTransitionTime` where
+/// the status did not change.
+pub fn conditions_of(
+    decision: &Decision,
+    old: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    [
+        (condition::SCALING_ACTIVE, &decision.scaling_active),
+        (condition::SCALING_LIMITED, &decision.scaling_limited),
+        (condition::FALLBACK_ACTIVE, &decision.fallback_active),
+    ]
+    .into_iter()
+    .map(|(type_, v): (&str, &Verdict)| {
+        let status = if v.status { "True" } else { "False" }.to_string();
+        let last_transition_time = old
+            .iter()
+            .find(|o| o.type_ == type_ && o.status == status)
+            .map_or_else(|| now.clone(), |o| o.last_transition_time.clone());
+        Condition {
+            type_: type_.to_string(),
+            status,
+            reason: v.reason.to_string(),
+            message: v.message.clone(),
+            observed_generation: generation,
+            last_transition_time,
+        }
+    })
+    .collect()
+}
+
+fn same_conditions(old: &[Condition], new: &[Condition]) -> bool {
+    new.iter().all(|n| old.iter().any(|o| o == n)) && old.len() == new.len()
+}
+
+/// Events for the autoscaler's condition changes worth a person's attention.
+fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<(EventType, String, String)> {
+    let was = |t: &str| {
+        old.iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let mut events = Vec::new();
+    for c in new {
+        let before = was(&c.type_);
+        let changed = before.as_ref() != Some(&(c.status.clone(), c.reason.clone()));
+        if !changed {
+            continue;
+        }
+        match (c.type_.as_str(), c.status.as_str(), c.reason.as_str()) {
+            (condition::SCALING_LIMITED, "True", autoscale::REDIS_SATURATED) => {
+                events.push((EventType::Warning, c.reason.clone(), c.message.clone()))
+            }
+            (condition::SCALING_LIMITED, "True", autoscale::SCALE_DOWN_DEFERRED) => {
+                events.push((EventType::Normal, c.reason.clone(), c.message.clone()))
+            }
+            (condition::SCALING_ACTIVE, "False", reason) => {
+                events.push((EventType::Warning, reason.to_string(), c.message.clone()))
+            }
+            (condition::FALLBACK_ACTIVE, "True", reason) => {
+                events.push((EventType::Warning, reason.to_string(), c.message.clone()))
+            }
+            _ => {}
+        }
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_survives_the_status_round_trip_to_the_millisecond() {
+        let history = History {
+            recommendations: vec![
+                Recommendation {
+                    replicas: 10,
+                    at: 1_700_000_000_123,
+                },
+                Recommendation {
+                    replicas: 2,
+                    at: 1_700_000_015_456,
+                },
+            ],
+            scale_events: vec![ScaleEvent {
+                from: 4,
+                to: 8,
+                at: 1_700_000_010_789,
+            }],
+            consecutive_failures: 3,
+        };
+        let decision = Decision {
+            current: 8,
+            desired: 8,
+            action: Action::Hold,
+            history: history.clone(),
+            queue: None,
+            rate: None,
+            scaling_active: Verdict {
+                status: true,
+                reason: "ValidMetricFound",
+                message: String::new(),
+            },
+            scaling_limited: Verdict {
+                status: false,
+                reason: "DesiredWithinRange",
+                message: String::new(),
+            },
+            fallback_active: Verdict {
+                status: false,
+                reason: "MetricsAvailable",
+                message: String::new(),
+            },
+            why: String::new(),
+        };
+        let status = status_of(&decision, &Inputs::default(), &history, None, None);
+        let json = serde_json::to_value(&status).unwrap();
+        let back: AutoscalingStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(history_from_status(Some(&back)), history);
+    }
+
+    #[test]
+    fn a_deployment_with_pods_not_yet_updated_is_rolling_out() {
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(2);
+        d.spec = Some(k8s_openapi::api::apps::v1::DeploymentSpec {
+            replicas: Some(3),
+            ..Default::default()
+        });
+        d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            observed_generation: Some(2),
+            replicas: Some(3),
+            updated_replicas: Some(3),
+            ..Default::default()
+        });
+        assert!(!rolling_out(&d));
+        d.status.as_mut().unwrap().updated_replicas = Some(2);
+        assert!(rolling_out(&d));
+        d.status.as_mut().unwrap().updated_replicas = Some(3);
+        d.status.as_mut().unwrap().replicas = Some(4);
+        assert!(rolling_out(&d), "an old pod still going");
+    }
+}
