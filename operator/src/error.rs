@@ -33,6 +33,26 @@ pub enum Error {
     /// A metric could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+
+    /// The leader-election Lease could not be read, created or released.
+    #[error("{action}: {source}")]
+    Lease {
+        /// What the operator was doing, e.g. "take part in the election for
+        /// Lease ns/telemetry-operator".
+        action: String,
+        #[source]
+        source: kube_lease_manager::LeaseManagerError,
+    },
+
+    /// This replica led and no longer holds the Lease: it stopped reconciling
+    /// at once, and exits so that it comes back as a follower.
+    #[error("lost the Lease {lease}: {reason}; stopped reconciling")]
+    LeadershipLost {
+        /// `namespace/name` of the Lease.
+        lease: String,
+        /// How the loss showed.
+        reason: &'static str,
+    },
 }
 
 /// The crate's result type.
@@ -61,7 +81,10 @@ impl Error {
             Error::InvalidAggregation(_)
             | Error::RedisSecretInvalid { .. }
             | Error::MissingObjectKey(_) => true,
-            Error::Http(_) | Error::Metrics(_) => false,
+            Error::Http(_)
+            | Error::Metrics(_)
+            | Error::Lease { .. }
+            | Error::LeadershipLost { .. } => false,
         }
     }
 
@@ -84,6 +107,8 @@ impl Error {
             Error::MissingObjectKey(_) => "InvalidObject",
             Error::Http(_) => "HttpServer",
             Error::Metrics(_) => "Metrics",
+            Error::Lease { .. } => "Lease",
+            Error::LeadershipLost { .. } => "LeadershipLost",
         }
     }
 }

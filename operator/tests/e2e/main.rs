@@ -7,6 +7,7 @@
 //! binaries (`scripts/testenv build`) and the workspace binaries
 //! (`cargo build -p telemetry-ingest --bins`); see docs/operator.md.
 
+mod leader;
 mod support;
 
 use std::time::Duration;
