@@ -1,6 +1,7 @@
-//! Wiring: the kube-runtime `Controller` (watching pipelines and the children
-//! they own), the autoscaler (reading the controller's cache), the HTTP
-//! server, and the shutdown that stops all three.
+//! Wiring: the HTTP server, then the leader's work ([`lead`]: the kube-runtime
+//! `Controller`, watching pipelines and the children they own, and the
+//! autoscaler reading the controller's cache) — right away, or only while
+//! holding the Lease ([`crate::lease`]) — and the shutdown that stops all.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,12 +19,12 @@ use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::crd::TelemetryPipeline;
-use crate::http;
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::resources::{LABEL_MANAGED_BY, MANAGED_BY};
 use crate::scaler::{self, Scaler};
 use crate::{Error, Result};
+use crate::{http, lease};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -37,6 +38,8 @@ where
 
 /// Runs the operator until `shutdown` is cancelled: serves HTTP on `listener`
 /// and reconciles every TelemetryPipeline (in `settings.namespace`, or all).
+/// With `settings.leader_election`, it reconciles only while it holds the
+/// Lease, and returns [`Error::LeadershipLost`] if it loses it.
 /// Both `main` and the end-to-end tests call this.
 pub async fn run(
     client: Client,
@@ -49,6 +52,8 @@ pub async fn run(
         metrics: metrics.clone(),
         ready: Arc::default(),
     };
+    // Followers serve too: /healthz, /readyz and /metrics answer on every
+    // replica.
     let server_shutdown = shutdown.clone();
     let server = tokio::spawn(
         axum::serve(listener, http::router(state.clone()))
@@ -56,8 +61,8 @@ pub async fn run(
             .into_future(),
     );
 
-    let ns = settings.namespace.clone();
-    let pipelines: Api<TelemetryPipeline> = api(&client, ns.as_deref());
+    let ns = settings.namespace.as_deref();
+    let pipelines: Api<TelemetryPipeline> = api(&client, ns);
     // Fail early and clearly when the CRD is not installed.
     if let Err(e) = pipelines.list(&ListParams::default().limit(1)).await {
         shutdown.cancel();
@@ -68,29 +73,70 @@ pub async fn run(
         ));
     }
 
+    // Ready: the leader reconciles, a follower is ready to take over.
+    state.ready.store(true, Ordering::Relaxed);
+    info!(namespace = ns.unwrap_or("<all>"), image = %settings.ingest_image, "operator running");
+    let work = lead(
+        client.clone(),
+        settings.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let result = match &settings.leader_election {
+        Some(election) => {
+            lease::lead_while_holding(client, election, &metrics, &shutdown, work).await
+        }
+        None => {
+            metrics.leader.set(1);
+            let result = work.await;
+            metrics.leader.set(0);
+            result
+        }
+    };
+    info!("shutting down");
+    state.ready.store(false, Ordering::Relaxed);
+    shutdown.cancel();
+    let served = match server.await {
+        Ok(served) => served.map_err(Error::Http),
+        Err(join) => Err(Error::Http(std::io::Error::other(join))),
+    };
+    result.and(served)
+}
+
+/// The leader's work, until `shutdown`: the controller that reconciles every
+/// TelemetryPipeline and the autoscaler that scales their ingest pods. With
+/// leader election it runs only while this replica holds the Lease and is
+/// dropped the moment it does not (both run inside this future, nothing is
+/// spawned that could outlive it).
+async fn lead(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let ns = settings.namespace.as_deref();
+    let pipelines: Api<TelemetryPipeline> = api(&client, ns);
     let children = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings.clone(),
         metrics.clone(),
     ));
-    let stop = shutdown.clone();
     let builder = Controller::new(pipelines, watcher::Config::default().any_semantic())
-        .owns(api::<Deployment>(&client, ns.as_deref()), children.clone())
-        .owns(api::<StatefulSet>(&client, ns.as_deref()), children.clone())
-        .owns(api::<Service>(&client, ns.as_deref()), children.clone())
-        .owns(api::<ConfigMap>(&client, ns.as_deref()), children.clone())
-        .owns(api::<Secret>(&client, ns.as_deref()), children);
-    // The autoscaler reads the pipelines from the controller's cache.
+        .owns(api::<Deployment>(&client, ns), children.clone())
+        .owns(api::<StatefulSet>(&client, ns), children.clone())
+        .owns(api::<Service>(&client, ns), children.clone())
+        .owns(api::<ConfigMap>(&client, ns), children.clone())
+        .owns(api::<Secret>(&client, ns), children);
     let scaler = Arc::new(Scaler::new(
         client.clone(),
         metrics,
         settings.scrape_parallelism,
     )?);
-    let autoscaler = tokio::spawn(scaler::run(scaler, builder.store(), shutdown.clone()));
+    let autoscaler = scaler::run(scaler, builder.store(), shutdown.clone());
     let controller = builder
         .with_config(controller::Config::default().concurrency(settings.concurrency))
-        .graceful_shutdown_on(async move { stop.cancelled_owned().await })
+        .graceful_shutdown_on(async move { shutdown.cancelled_owned().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -99,21 +145,8 @@ pub async fn run(
                 Err(error) => warn!(%error, "controller"),
             }
         });
-
-    state.ready.store(true, Ordering::Relaxed);
-    info!(namespace = ns.as_deref().unwrap_or("<all>"), image = %settings.ingest_image, "operator running");
-    controller.await;
-    info!("controller stopped; shutting down");
-    shutdown.cancel();
-    if let Err(e) = autoscaler.await
-        && e.is_panic()
-    {
-        std::panic::resume_unwind(e.into_panic());
-    }
-    state.ready.store(false, Ordering::Relaxed);
-    shutdown.cancel();
-    match server.await {
-        Ok(result) => result.map_err(Error::Http),
-        Err(join) => Err(Error::Http(std::io::Error::other(join))),
-    }
+    info!("reconciling and autoscaling");
+    tokio::join!(controller, autoscaler);
+    info!("controller and autoscaler stopped");
+    Ok(())
 }

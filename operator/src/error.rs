@@ -42,6 +42,26 @@ pub enum Error {
     /// A metric could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+
+    /// The leader-election Lease could not be read, created or released.
+    #[error("{action}: {source}")]
+    Lease {
+        /// What the operator was doing, e.g. "take part in the election for
+        /// Lease ns/telemetry-operator".
+        action: String,
+        #[source]
+        source: kube_lease_manager::LeaseManagerError,
+    },
+
+    /// This replica led and no longer holds the Lease: it stopped reconciling
+    /// at once, and exits so that it comes back as a follower.
+    #[error("lost the Lease {lease}: {reason}; stopped reconciling")]
+    LeadershipLost {
+        /// `namespace/name` of the Lease.
+        lease: String,
+        /// How the loss showed.
+        reason: &'static str,
+    },
 }
 
 /// The crate's result type.
@@ -73,7 +93,9 @@ impl Error {
             Error::Http(_)
             | Error::HttpClient(_)
             | Error::Metrics(_)
-            | Error::DeletionCostNotVisible { .. } => false,
+            | Error::DeletionCostNotVisible { .. }
+            | Error::Lease { .. }
+            | Error::LeadershipLost { .. } => false,
         }
     }
 
@@ -98,6 +120,8 @@ impl Error {
             Error::Http(_) => "HttpServer",
             Error::HttpClient(_) => "HttpClient",
             Error::Metrics(_) => "Metrics",
+            Error::Lease { .. } => "Lease",
+            Error::LeadershipLost { .. } => "LeadershipLost",
         }
     }
 }

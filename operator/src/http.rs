@@ -16,7 +16,8 @@ use crate::metrics::Metrics;
 pub struct State {
     /// The operator's metrics.
     pub metrics: Metrics,
-    /// Set once the controller runs (the CRD is installed and listable).
+    /// Set once the CRD is installed and listable: the controller runs, or,
+    /// with leader election, this replica is ready to take over.
     pub ready: Arc<AtomicBool>,
 }
 

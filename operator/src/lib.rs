@@ -16,6 +16,9 @@
 //!   observed children; written only when changed.
 //! - [`controller`]: the kube-runtime `Controller`, the HTTP server
 //!   ([`http`]: /healthz, /readyz, /metrics from [`metrics`]) and shutdown.
+//! - [`lease`]: leader election. With `--leader-elect` the controller (the
+//!   leader's work) runs only while this replica holds a Lease; a replica
+//!   that loses it stops reconciling at once and exits.
 //! - [`config`]: flags and env vars. [`error`]: the crate's `Error`.
 //!
 //! The binaries are thin: `telemetry-operator` parses [`config::Args`] and
@@ -27,6 +30,7 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod http;
+pub mod lease;
 pub mod metrics;
 pub mod reconcile;
 pub mod resources;

@@ -1,11 +1,12 @@
 //! The operator's Prometheus metrics, in one struct.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
-/// Reconcile counts, failures by reason, durations, and child writes.
+/// Reconcile counts, failures by reason, durations, child writes, and
+/// leadership.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -23,6 +24,12 @@ pub struct Metrics {
     pub status_writes: IntCounter,
     /// The autoscaler's metrics.
     pub autoscaler: AutoscalerMetrics,
+    /// `telemetry_operator_leader`: 1 while this replica does the leader's
+    /// work (holds the Lease, or runs without leader election), else 0.
+    pub leader: IntGauge,
+    /// `telemetry_operator_leader_transitions_total{transition}`: acquired,
+    /// released (clean shutdown) or lost, by this replica.
+    pub leader_transitions: IntCounterVec,
 }
 
 /// What the autoscaler measures and decides, per pipeline
@@ -109,6 +116,29 @@ impl AutoscalerMetrics {
     }
 }
 
+/// A change of this replica's leadership, the label of
+/// `telemetry_operator_leader_transitions_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaderTransition {
+    /// It took the Lease and started the leader's work.
+    Acquired,
+    /// It gave the Lease up on a clean shutdown.
+    Released,
+    /// It stopped holding the Lease while leading.
+    Lost,
+}
+
+impl LeaderTransition {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaderTransition::Acquired => "acquired",
+            LeaderTransition::Released => "released",
+            LeaderTransition::Lost => "lost",
+        }
+    }
+}
+
 impl Metrics {
     /// Creates the metrics and registers them in a fresh registry.
     pub fn new() -> crate::Result<Self> {
@@ -147,12 +177,25 @@ impl Metrics {
             "telemetry_operator_status_writes_total",
             "TelemetryPipeline status updates",
         ))?;
+        let leader = IntGauge::with_opts(Opts::new(
+            "telemetry_operator_leader",
+            "1 while this replica is the leader and reconciles, else 0",
+        ))?;
+        let leader_transitions = IntCounterVec::new(
+            Opts::new(
+                "telemetry_operator_leader_transitions_total",
+                "Times this replica acquired, released or lost the leader-election Lease",
+            ),
+            &["transition"],
+        )?;
         registry.register(Box::new(reconciliations.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(child_writes.clone()))?;
         registry.register(Box::new(status_writes.clone()))?;
         let autoscaler = AutoscalerMetrics::new(&registry)?;
+        registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(leader_transitions.clone()))?;
         Ok(Self {
             registry,
             reconciliations,
@@ -161,16 +204,28 @@ impl Metrics {
             child_writes,
             status_writes,
             autoscaler,
+            leader,
+            leader_transitions,
         })
     }
 
-    /// The Prometheus text exposition of every metric.
     /// Counts one failed reconciliation under its reason.
     pub fn record_failure(&self, reason: &str) {
         self.reconciliations.with_label_values(&["error"]).inc();
         self.failures.with_label_values(&[reason]).inc();
     }
 
+    /// Records a change of leadership: acquiring the Lease sets the gauge to
+    /// 1, releasing or losing it to 0.
+    pub fn record_leadership(&self, transition: LeaderTransition) {
+        self.leader
+            .set(i64::from(transition == LeaderTransition::Acquired));
+        self.leader_transitions
+            .with_label_values(&[transition.as_str()])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         TextEncoder::new()
@@ -201,6 +256,26 @@ mod tests {
         );
         assert!(
             text.contains("telemetry_operator_reconcile_duration_seconds_count 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn leadership_sets_the_gauge_and_counts_transitions() {
+        let m = Metrics::new().unwrap();
+        assert!(m.render().contains("telemetry_operator_leader 0"));
+        m.record_leadership(LeaderTransition::Acquired);
+        let text = m.render();
+        assert!(text.contains("telemetry_operator_leader 1"), "{text}");
+        assert!(
+            text.contains("telemetry_operator_leader_transitions_total{transition=\"acquired\"} 1"),
+            "{text}"
+        );
+        m.record_leadership(LeaderTransition::Released);
+        let text = m.render();
+        assert!(text.contains("telemetry_operator_leader 0"), "{text}");
+        assert!(
+            text.contains("telemetry_operator_leader_transitions_total{transition=\"released\"} 1"),
             "{text}"
         );
     }

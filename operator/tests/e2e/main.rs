@@ -8,6 +8,7 @@
 //! (`cargo build -p telemetry-ingest --bins`); see docs/operator.md.
 
 mod autoscaling;
+mod leader;
 mod support;
 
 use std::time::Duration;

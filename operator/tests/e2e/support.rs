@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use telemetry_operator::TelemetryPipeline;
-use telemetry_operator::config::Settings;
+use telemetry_operator::config::{DEFAULT_LEASE_NAME, LeaderElection, Settings};
 use telemetry_testenv::{Cluster, TestNamespace, wait_for};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,19 @@ pub fn example(file: &str) -> PathBuf {
     repo_root().join("examples").join(file)
 }
 
+/// A leader election among the test's replicas: the Lease
+/// `telemetry-operator` in the test namespace, `identity` for this replica,
+/// and a term of `duration` renewed `grace` before it ends.
+pub fn election(ns: &str, identity: &str, duration: Duration, grace: Duration) -> LeaderElection {
+    LeaderElection {
+        lease_name: DEFAULT_LEASE_NAME.to_string(),
+        namespace: ns.to_string(),
+        identity: identity.to_string(),
+        duration,
+        grace,
+    }
+}
+
 /// The operator, running in this process against one namespace.
 pub struct Operator {
     shutdown: CancellationToken,
@@ -46,11 +60,30 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator for namespace `ns` and waits until /readyz says so.
     pub async fn start(client: Client, ns: &str) -> anyhow::Result<Self> {
+        Self::start_with(client, ns, None).await
+    }
+
+    /// Starts one replica taking part in `election` and waits until /readyz
+    /// says so, which a follower does too.
+    pub async fn start_elected(
+        client: Client,
+        ns: &str,
+        election: LeaderElection,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(client, ns, Some(election)).await
+    }
+
+    async fn start_with(
+        client: Client,
+        ns: &str,
+        leader_election: Option<LeaderElection>,
+    ) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let http = format!("http://{}", listener.local_addr()?);
         let settings = Settings {
             namespace: Some(ns.to_string()),
             ingest_image: INGEST_IMAGE.to_string(),
+            leader_election,
             ..Settings::default()
         };
         let shutdown = CancellationToken::new();
@@ -86,6 +119,37 @@ impl Operator {
         Ok(())
     }
 
+    /// Kills it like a crash: `run()` is dropped wherever it is, so nothing is
+    /// released (a Lease it holds stays until its term ends). Then its HTTP
+    /// server, a task of its own, is stopped too.
+    pub async fn kill(self) -> anyhow::Result<()> {
+        self.task.abort();
+        match self.task.await {
+            Err(join) if join.is_cancelled() => {}
+            other => bail!("the operator had already exited: {other:?}"),
+        }
+        self.shutdown.cancel();
+        Ok(())
+    }
+
+    /// Waits (at most `timeout`) until `run()` returns by itself; its result.
+    pub async fn exited(self, timeout: Duration) -> anyhow::Result<telemetry_operator::Result<()>> {
+        let result = tokio::time::timeout(timeout, self.task)
+            .await
+            .with_context(|| format!("the operator still runs after {timeout:?}"))?;
+        self.shutdown.cancel();
+        Ok(result?)
+    }
+
+    /// Waits (at most `timeout`) until its `telemetry_operator_leader` is 1.
+    pub async fn wait_leading(&self, timeout: Duration) -> anyhow::Result<()> {
+        wait_for(&format!("{} to lead", self.http), timeout, || async {
+            let leader = self.metric("telemetry_operator_leader").await.ok()?;
+            (leader == 1.0).then_some(())
+        })
+        .await
+    }
+
     /// Every sample on /metrics: (series with its labels, value).
     async fn samples(&self) -> anyhow::Result<Vec<(String, f64)>> {
         let text = reqwest::get(format!("{}/metrics", self.http))
@@ -112,15 +176,20 @@ impl Operator {
             .sum())
     }
 
-    /// Sum of every `telemetry_operator_child_writes_total` sample.
-    pub async fn child_writes(&self) -> anyhow::Result<f64> {
+    /// Sum of every sample of the metric `name`, whatever its labels.
+    pub async fn sum(&self, name: &str) -> anyhow::Result<f64> {
         Ok(self
             .samples()
             .await?
             .into_iter()
-            .filter(|(name, _)| name.starts_with("telemetry_operator_child_writes_total"))
+            .filter(|(series, _)| series.split('{').next() == Some(name))
             .map(|(_, v)| v)
             .sum())
+    }
+
+    /// Sum of every `telemetry_operator_child_writes_total` sample.
+    pub async fn child_writes(&self) -> anyhow::Result<f64> {
+        self.sum("telemetry_operator_child_writes_total").await
     }
 }
 
@@ -135,16 +204,35 @@ pub struct World {
 impl World {
     /// A namespace `<prefix>-<random>` with an operator watching it.
     pub async fn new(prefix: &str) -> anyhow::Result<Self> {
+        let mut world = Self::without_operator(prefix).await?;
+        world.operator = Some(Operator::start(world.client.clone(), world.ns()).await?);
+        Ok(world)
+    }
+
+    /// A namespace `<prefix>-<random>`; the test starts the operators.
+    pub async fn without_operator(prefix: &str) -> anyhow::Result<Self> {
         let cluster = telemetry_testenv::cluster().await?;
         let ns = cluster.namespace(prefix).await?;
         let client = cluster.client();
-        let operator = Operator::start(client.clone(), &ns.name).await?;
         Ok(Self {
             cluster,
             ns,
             client,
-            operator: Some(operator),
+            operator: None,
         })
+    }
+
+    /// The leader-election Lease in the test namespace, if it exists.
+    pub async fn lease(&self) -> anyhow::Result<Option<Lease>> {
+        Ok(self.api::<Lease>().get_opt(DEFAULT_LEASE_NAME).await?)
+    }
+
+    /// The Lease's `holderIdentity`.
+    pub async fn lease_holder(&self) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .lease()
+            .await?
+            .and_then(|lease| lease.spec?.holder_identity))
     }
 
     /// The namespace's name.
