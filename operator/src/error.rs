@@ -30,6 +30,10 @@ pub enum Error {
     #[error("HTTP server: {0}")]
     Http(#[source] std::io::Error),
 
+    /// The HTTP client that scrapes the ingest pods could not be built.
+    #[error("HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+
     /// A metric could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -61,7 +65,7 @@ impl Error {
             Error::InvalidAggregation(_)
             | Error::RedisSecretInvalid { .. }
             | Error::MissingObjectKey(_) => true,
-            Error::Http(_) | Error::Metrics(_) => false,
+            Error::Http(_) | Error::HttpClient(_) | Error::Metrics(_) => false,
         }
     }
 
@@ -83,6 +87,7 @@ impl Error {
             Error::RedisSecretInvalid { .. } => "RedisSecretInvalid",
             Error::MissingObjectKey(_) => "InvalidObject",
             Error::Http(_) => "HttpServer",
+            Error::HttpClient(_) => "HttpClient",
             Error::Metrics(_) => "Metrics",
         }
     }

@@ -14,6 +14,10 @@
 //!   classifies errors (transient: backoff; permanent: `Degraded`).
 //! - [`status`]: conditions and replica counts as a pure function of the
 //!   observed children; written only when changed.
+//! - [`scrape`]: the ingest pods' `/metrics` for the autoscaler: which pods
+//!   to scrape (pure), a concurrent bounded scraper, and a cache of their
+//!   last valid samples with the rates derived from them (pure, time passed
+//!   in).
 //! - [`controller`]: the kube-runtime `Controller`, the HTTP server
 //!   ([`http`]: /healthz, /readyz, /metrics from [`metrics`]) and shutdown.
 //! - [`config`]: flags and env vars. [`error`]: the crate's `Error`.
@@ -29,6 +33,7 @@ pub mod http;
 pub mod metrics;
 pub mod reconcile;
 pub mod resources;
+pub mod scrape;
 pub mod status;
 
 #[cfg(test)]
