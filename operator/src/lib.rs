@@ -2,7 +2,8 @@
 //!
 //! A user applies a `TelemetryPipeline`; the operator turns it into a Redis
 //! (StatefulSet, Services, Secret, redis.conf) and a Deployment of ingest pods
-//! (with their aggregation ConfigMap and Service), and reports what it sees.
+//! (with their aggregation ConfigMap and Service), scales that Deployment from
+//! the queue depth each pod reports, and reports what it sees.
 //!
 //! Data flow, one module per step:
 //! - [`crd`]: the resource's types, defaults, CEL rules, and the generated CRD
@@ -14,10 +15,20 @@
 //!   classifies errors (transient: backoff; permanent: `Degraded`).
 //! - [`status`]: conditions and replica counts as a pure function of the
 //!   observed children; written only when changed.
+//! - [`scrape`]: the ingest pods' `/metrics` for the autoscaler: which pods
+//!   to scrape (pure), a concurrent bounded scraper, and a cache of their
+//!   last valid samples with the rates derived from them (pure, time passed
+//!   in).
+//! - [`autoscale`]: the autoscaler's decision, a pure function of (spec,
+//!   history, observed pods, now): HPA maths in exact integers, behavior
+//!   policies, fallback, Redis saturation, scale-down victims.
+//! - [`scaler`]: the autoscaler's I/O, every sync period per pipeline:
+//!   `/scale` and pods → [`scrape`] → [`autoscale::decide`] → deletion costs
+//!   and `/scale` → Events and `status.autoscaling` (its history included).
 //! - [`controller`]: the kube-runtime `Controller`, the HTTP server
 //!   ([`http`]: /healthz, /readyz, /metrics from [`metrics`]) and shutdown.
 //! - [`lease`]: leader election. With `--leader-elect` the controller (the
-//!   leader's work) runs only while this replica holds a Lease; a replica
+//!   leader's work, with the autoscaler) runs only while this replica holds a Lease; a replica
 //!   that loses it stops reconciling at once and exits.
 //! - [`config`]: flags and env vars. [`error`]: the crate's `Error`.
 //!
