@@ -51,8 +51,6 @@ const DELETION_COST_SETTLE: Duration = Duration::from_millis(500);
 struct Tracked {
     cache: SampleCache,
     history: Option<History>,
-    /// When the last tick started (monotonic, and wall-clock ms).
-    last_tick: Option<(Instant, Millis)>,
     next_due: Option<Instant>,
     ticking: bool,
 }
@@ -127,7 +125,7 @@ impl Scaler {
             .as_ref()
             .map_or(15, |a| a.sync_period_seconds.max(1));
         let result = match tp.spec.autoscaling.as_ref().filter(|a| a.enabled) {
-            Some(spec) => self.autoscale(&tp, spec, started).await,
+            Some(spec) => self.autoscale(&tp, spec).await,
             None => self.clear_status(&tp).await,
         };
         if let Err(error) = &result {
@@ -144,12 +142,7 @@ impl Scaler {
         t.next_due = Some(started + Duration::from_secs(u64::try_from(period).unwrap_or(15)));
     }
 
-    async fn autoscale(
-        &self,
-        tp: &TelemetryPipeline,
-        spec: &AutoscalingSpec,
-        started: Instant,
-    ) -> Result<()> {
+    async fn autoscale(&self, tp: &TelemetryPipeline, spec: &AutoscalingSpec) -> Result<()> {
         let ns = tp.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
         let name = tp.name_any();
         let deployment_name = Names::of(tp).ingest;
@@ -208,12 +201,10 @@ impl Scaler {
                         .inc(),
                 }
             }
-            let elapsed_ms = t.last_tick.map(|(_, at)| now - at);
-            t.last_tick = Some((started, now));
             let inputs = Inputs {
                 current,
                 pods: pods.iter().map(|p| pod_input(p, &t.cache)).collect(),
-                redis_busy_permille: redis_busy(&t.cache, &pods, elapsed_ms),
+                redis_busy_permille: redis_busy(&t.cache, &pods),
                 rollout_in_progress: rolling_out(&deployment),
             };
             let history = t.history.clone().unwrap_or_else(|| {
@@ -566,15 +557,24 @@ fn pod_input(pod: &Pod, cache: &SampleCache) -> PodInput {
     }
 }
 
-/// Per mille of the interval since the last tick that Redis spent running
-/// the listed pods' flush scripts; None on the first tick.
-fn redis_busy(cache: &SampleCache, pods: &[Pod], elapsed_ms: Option<Millis>) -> Option<u32> {
-    let elapsed = elapsed_ms.filter(|&ms| ms > 0)? as f64 / 1000.0;
-    let busy: f64 = pods
+/// Per mille of the time Redis spent running the listed pods' flush
+/// scripts: each pod's busy seconds over the interval between its last two
+/// scrapes, summed. None until some pod was scraped twice.
+fn redis_busy(cache: &SampleCache, pods: &[Pod]) -> Option<u32> {
+    let shares: Vec<f64> = pods
         .iter()
-        .filter_map(|p| cache.redis_busy_seconds(p.metadata.name.as_deref()?))
-        .sum();
-    Some((busy / elapsed * 1000.0).clamp(0.0, 1000.0).round() as u32)
+        .filter_map(|p| {
+            let name = p.metadata.name.as_deref()?;
+            let busy = cache.redis_busy_seconds(name)?;
+            let interval = cache.interval_ms(name).filter(|&ms| ms > 0)? as f64 / 1000.0;
+            Some(busy / interval)
+        })
+        .collect();
+    if shares.is_empty() {
+        return None;
+    }
+    let busy: f64 = shares.iter().sum();
+    Some((busy * 1000.0).clamp(0.0, 1000.0).round() as u32)
 }
 
 /// Whether the Deployment is rolling out: a change not yet observed, pods
