@@ -1,7 +1,7 @@
 //! The autoscaler's decision: one pure, deterministic function of the spec,
 //! the history, what was observed, and the time.
 //!
-//! [`decide`] follows spec/autoscaler.md step by step, with the maths of the
+//! [`decide`] follows docs/autoscaling.md step by step, with the maths of the
 //! Kubernetes HorizontalPodAutoscaler (autoscaling/v2) so that anyone who knows
 //! HPA can predict it, and the fixes HPA and KEDA users ask for (missing
 //! metrics never read as zero, terminating pods ignored, no scale-down on
@@ -340,7 +340,7 @@ fn describe(name: &str, per_pod_unit: &str, m: &MetricReport, target: i64) -> St
     s
 }
 
-/// One tick of the autoscaler (spec/autoscaler.md steps 0–8).
+/// One tick of the autoscaler (docs/autoscaling.md steps 0–8).
 pub fn decide(spec: &AutoscalingSpec, history: &History, inputs: &Inputs, now: Millis) -> Decision {
     let min = floor(spec);
     let max = ceiling(spec);

@@ -8,7 +8,7 @@
 //! for the person who wrote the YAML.
 //!
 //! - [`ingest`]: `spec.ingest`, the ingest Deployment and its Service.
-//! - [`autoscaling`]: `spec.autoscaling`, the schema of spec/autoscaler.md.
+//! - [`autoscaling`]: `spec.autoscaling`, the schema of docs/autoscaling.md.
 //! - [`redis`]: `spec.redis`, managed (StatefulSet) or external Redis.
 //! - this file: the root spec, the status, and the generated definition.
 

@@ -1,6 +1,6 @@
 //! Reading the ingest pods' Prometheus `/metrics` for the autoscaler.
 //!
-//! The autoscaler (spec `autoscaler.md`, steps 2 and 3) decides from each
+//! The autoscaler (docs/autoscaling.md, steps 2 and 3) decides from each
 //! pod's queue depth and accepted-events rate. This module gets those figures
 //! and nothing else; judging them (sample age, missing pods, the HPA maths)
 //! is the autoscaler's. One tick, in order:

@@ -92,7 +92,7 @@ pub struct MetricOutcome {
 }
 
 /// Replicas for one metric with an AverageValue `target` (milli-units > 0),
-/// given every non-ignored pod's standing (spec/autoscaler.md step 3).
+/// given every non-ignored pod's standing (docs/autoscaling.md step 3).
 pub fn replicas(pods: &[PodValue], current: i32, target: u128, tol: Tolerance) -> MetricOutcome {
     let target = target.max(1);
     let mut sum: u128 = 0;

@@ -1,5 +1,5 @@
 //! Property tests of [`decide`] over random specs, pods, samples, histories
-//! and times (spec/autoscaler.md, below the scenario table).
+//! and times (docs/autoscaling.md, below the scenario table).
 
 use proptest::prelude::*;
 

@@ -1,4 +1,4 @@
-//! The scenario table of spec/autoscaler.md, one test per row, literally:
+//! The scenario table of docs/autoscaling.md, one test per row, literally:
 //! T = 100 events per pod, min 2, max 20, ticks every 15 s, default
 //! tolerance and behavior, history steady at the starting replicas.
 
