@@ -492,12 +492,21 @@ pub fn decide(spec: &AutoscalingSpec, history: &History, inputs: &Inputs, now: M
             .as_ref()
             .filter(|f| i64::from(failures) > i64::from(f.failure_threshold));
         let Some(fallback) = fallback else {
-            decision.scaling_active = Verdict::no(
-                "FailedGetMetrics",
-                format!(
-                    "no valid metric from any pod ({failures} ticks in a row): holding {current} replicas; {why}"
-                ),
-            );
+            // Pods still starting are not a failure to read metrics.
+            let starting = queue.missing == 0;
+            decision.scaling_active = if starting {
+                Verdict::no(
+                    "PodsStarting",
+                    format!("no ingest pod is running yet: holding {current} replicas"),
+                )
+            } else {
+                Verdict::no(
+                    "FailedGetMetrics",
+                    format!(
+                        "no valid metric from any pod ({failures} ticks in a row): holding {current} replicas; {why}"
+                    ),
+                )
+            };
             decision.why = format!("no valid metric: holding {current} replicas");
             decision.history = history;
             return decision;

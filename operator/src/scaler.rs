@@ -727,7 +727,7 @@ fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<(EventType, St
             (condition::SCALING_LIMITED, "True", autoscale::SCALE_DOWN_DEFERRED) => {
                 events.push((EventType::Normal, c.reason.clone(), c.message.clone()))
             }
-            (condition::SCALING_ACTIVE, "False", reason) => {
+            (condition::SCALING_ACTIVE, "False", reason @ "FailedGetMetrics") => {
                 events.push((EventType::Warning, reason.to_string(), c.message.clone()))
             }
             (condition::FALLBACK_ACTIVE, "True", reason) => {

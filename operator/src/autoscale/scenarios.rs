@@ -543,3 +543,12 @@ fn select_policy_disabled_forbids_its_direction() {
     s.behavior.scale_down.stabilization_window_seconds = 0;
     assert_eq!(one_tick(4, &[0; 4], s), 4);
 }
+
+#[test]
+fn pods_that_are_still_starting_are_not_a_metrics_failure() {
+    let d = Sim::new(spec(), 2).tick_at(0, pending(2));
+    assert_eq!(d.desired, 2);
+    assert_eq!(d.scaling_active.reason, "PodsStarting");
+    let d = Sim::new(spec(), 2).tick_at(0, failing(2));
+    assert_eq!(d.scaling_active.reason, "FailedGetMetrics");
+}
