@@ -11,9 +11,11 @@
 //!   ([`resources::redis`], [`resources::ingest`]); unit-tested without I/O.
 //! - [`reconcile`]: applies them with server-side apply under one field
 //!   manager, deletes what the spec no longer asks for, honours `paused`,
-//!   classifies errors (transient: backoff; permanent: `Degraded`).
-//! - [`status`]: conditions and replica counts as a pure function of the
-//!   observed children; written only when changed.
+//!   classifies errors (transient: backoff; permanent: `Degraded`), and reads
+//!   what the status needs (children, their pods, referenced Secrets).
+//! - [`status`]: conditions (`Ready`, `Progressing`, `Degraded`, ...) and
+//!   replica counts as a pure function of what was observed and the time;
+//!   written only when changed.
 //! - [`controller`]: the kube-runtime `Controller`, the HTTP server
 //!   ([`http`]: /healthz, /readyz, /metrics from [`metrics`]) and shutdown.
 //! - [`config`]: flags and env vars. [`error`]: the crate's `Error`.
