@@ -143,8 +143,10 @@ pub struct TelemetryPipelineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Current state, as conditions: `Ready`, `RedisReady`, `IngestReady`,
-    /// `Degraded` (its reason says what is wrong) and `Paused`; with
+    /// Current state, as conditions: `Ready` (serving; if not, its reason says
+    /// why), `RedisReady`, `IngestReady`, `Progressing` (children being
+    /// created, rolled out or scaled), `Degraded` (something is wrong that
+    /// waiting will not fix; its reason says what) and `Paused`; with
     /// autoscaling also `ScalingActive`, `ScalingLimited` and `FallbackActive`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

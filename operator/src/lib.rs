@@ -12,9 +12,11 @@
 //!   ([`resources::redis`], [`resources::ingest`]); unit-tested without I/O.
 //! - [`reconcile`]: applies them with server-side apply under one field
 //!   manager, deletes what the spec no longer asks for, honours `paused`,
-//!   classifies errors (transient: backoff; permanent: `Degraded`).
-//! - [`status`]: conditions and replica counts as a pure function of the
-//!   observed children; written only when changed.
+//!   classifies errors (transient: backoff; permanent: `Degraded`), and reads
+//!   what the status needs (children, their pods, referenced Secrets).
+//! - [`status`]: conditions (`Ready`, `Progressing`, `Degraded`, ...) and
+//!   replica counts as a pure function of what was observed and the time;
+//!   written only when changed.
 //! - [`scrape`]: the ingest pods' `/metrics` for the autoscaler: which pods
 //!   to scrape (pure), a concurrent bounded scraper, and a cache of their
 //!   last valid samples with the rates derived from them (pure, time passed

@@ -3,13 +3,18 @@
 //! One pass: validate what the schema cannot, ensure the Redis password Secret
 //! (generated once), server-side apply every desired child under
 //! [`FIELD_MANAGER`], delete children the spec no longer asks for, observe the
-//! StatefulSet and Deployment, and write the status only when it changed.
-//! A paused pipeline skips everything but the status.
+//! StatefulSet, the Deployment, their pods and the Secrets the spec refers to,
+//! and write the status ([`status::compute`]) only when it changed. A paused
+//! pipeline skips everything but the status.
 //!
 //! Failures: permanent ones (the apiserver rejected what we sent, an invalid
 //! aggregation, a broken Secret) become `Degraded=True` plus a Warning event
 //! and wait for a change, without a hot loop; transient ones go to
 //! [`error_policy`], which counts them and requeues with exponential backoff.
+//! A Secret the spec refers to that does not exist is not a failure of the
+//! reconcile: the children are applied anyway (so the pipeline starts once the
+//! Secret appears), the status says `Degraded`, and the pipeline is looked at
+//! again soon.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
@@ -18,7 +23,7 @@ use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -34,12 +39,13 @@ use crate::config::Settings;
 use crate::crd::redis::PASSWORD_KEY;
 use crate::crd::{TelemetryPipeline, TelemetryPipelineStatus};
 use crate::metrics::Metrics;
-use crate::resources::{self, AUTOSCALER_MANAGER, FIELD_MANAGER, Names, ingest, redis};
-use crate::status::{self, Observed, Problem};
+use crate::resources::{self, AUTOSCALER_MANAGER, Component, FIELD_MANAGER, Names, ingest, redis};
+use crate::status::{self, Observed, Problem, SecretRef, SecretState};
 use crate::{Error, Result};
 
-/// How soon a pipeline that is not Ready yet is looked at again, in case no
-/// watch event arrives (e.g. an external Redis that comes up).
+/// How soon a pipeline that is not Ready yet, or Degraded, is looked at again,
+/// in case no watch event arrives: an external Redis that comes up, a Secret
+/// created, a pod that starts crash-looping or outlives the readiness grace.
 const NOT_READY_REQUEUE: Duration = Duration::from_secs(15);
 
 /// What `reconcile` needs: the client, the settings, metrics and events.
@@ -108,26 +114,14 @@ pub async fn reconcile(tp: Arc<TelemetryPipeline>, ctx: Arc<Context>) -> Result<
             Ok(action)
         }
         Err(error) if error.is_permanent() => {
-            // Retrying will not help: say so in the status and wait for a change.
+            // Retrying will not help: say so in the status (Degraded, with a
+            // Warning event when it becomes so) and wait for a change.
             warn!(%error, reason = error.reason(), "reconcile failed permanently");
             ctx.metrics.record_failure(error.reason());
             let problem = Problem {
                 reason: error.reason().to_string(),
                 message: error.to_string(),
             };
-            let previous = tp
-                .condition(status::DEGRADED)
-                .map(|c| (c.reason.clone(), c.message.clone()));
-            if previous != Some((problem.reason.clone(), problem.message.clone())) {
-                ctx.publish(
-                    &tp,
-                    EventType::Warning,
-                    &problem.reason,
-                    "Reconcile",
-                    problem.message.clone(),
-                )
-                .await;
-            }
             let observed = observe(&tp, &ctx, Some(problem)).await?;
             write_status(&tp, &ctx, &observed).await?;
             Ok(Action::requeue(ctx.settings.resync))
@@ -171,9 +165,10 @@ async fn reconcile_pipeline(tp: &TelemetryPipeline, ctx: &Context) -> Result<Act
     observed.deployment = Some(apply_deployment(tp, ctx, &ns).await?);
     apply(tp, ctx, ingest::service(tp)).await?;
     prune(tp, ctx, &ns).await?;
+    observe_pods_and_secrets(tp, ctx, &ns, &mut observed).await?;
 
-    let ready = write_status(tp, ctx, &observed).await?;
-    Ok(Action::requeue(if ready {
+    let settled = write_status(tp, ctx, &observed).await?;
+    Ok(Action::requeue(if settled {
         ctx.settings.resync
     } else {
         NOT_READY_REQUEUE
@@ -465,7 +460,10 @@ where
     Ok(())
 }
 
-/// Reads the StatefulSet and the Deployment without changing anything.
+/// Reads the StatefulSet, the Deployment, their pods and the referenced
+/// Secrets without changing anything. Pods and Secrets are read on a best-effort
+/// basis here: this also reports a permanent failure, which a second failure
+/// (say, no RBAC to list pods) must not turn into a retry loop.
 async fn observe(
     tp: &TelemetryPipeline,
     ctx: &Context,
@@ -485,20 +483,72 @@ async fn observe(
         .get_opt(&names.ingest)
         .await
         .map_err(|e| Error::kube(format!("get Deployment {ns}/{}", names.ingest), e))?;
-    Ok(Observed {
+    let mut observed = Observed {
         redis,
         deployment,
         problem,
-    })
+        ..Observed::default()
+    };
+    if let Err(error) = observe_pods_and_secrets(tp, ctx, &ns, &mut observed).await {
+        warn!(%error, "could not read the pods or Secrets; the status goes without them");
+    }
+    Ok(observed)
+}
+
+/// Lists the ingest pods and (for a managed Redis) the Redis pods by their
+/// selector labels, and looks up each Secret the spec refers to.
+async fn observe_pods_and_secrets(
+    tp: &TelemetryPipeline,
+    ctx: &Context,
+    ns: &str,
+    observed: &mut Observed,
+) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = |component| {
+        let selector = resources::selector_string(tp, component);
+        let pods = pods.clone();
+        async move {
+            pods.list(&ListParams::default().labels(&selector))
+                .await
+                .map(|l| l.items)
+                .map_err(|e| Error::kube(format!("list Pods {selector} in {ns}"), e))
+        }
+    };
+    observed.ingest_pods = list(Component::Ingest).await?;
+    if tp.spec.redis.managed().is_some() {
+        observed.redis_pods = list(Component::Redis).await?;
+    }
+
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    observed.secrets.clear();
+    for r in SecretRef::all_of(tp) {
+        let found = secrets
+            .get_opt(&r.name)
+            .await
+            .map_err(|e| Error::kube(format!("get Secret {ns}/{}", r.name), e))?;
+        let state = match found {
+            None => SecretState::Missing,
+            Some(s) if s.data.as_ref().is_some_and(|d| d.contains_key(&r.key)) => {
+                SecretState::Present
+            }
+            Some(_) => SecretState::KeyMissing,
+        };
+        if state != SecretState::Present {
+            debug!(secret = %r.name, key = %r.key, ?state, "a referenced Secret is not usable");
+        }
+        observed.secrets.push((r, state));
+    }
+    Ok(())
 }
 
 /// The part of a status this operator owns: its own conditions and fields,
 /// without what the autoscaler writes under its own field manager.
 pub fn owned_part(status: &TelemetryPipelineStatus) -> TelemetryPipelineStatus {
-    const OURS: [&str; 5] = [
+    const OURS: [&str; 6] = [
         status::READY,
         status::REDIS_READY,
         status::INGEST_READY,
+        status::PROGRESSING,
         status::DEGRADED,
         status::PAUSED,
     ];
@@ -515,16 +565,19 @@ pub fn owned_part(status: &TelemetryPipelineStatus) -> TelemetryPipelineStatus {
 }
 
 /// Computes the status and writes it if it changed; publishes the events of
-/// condition transitions. Returns whether the pipeline is Ready.
+/// condition transitions. Returns whether the pipeline is settled: Ready and
+/// not Degraded.
 async fn write_status(tp: &TelemetryPipeline, ctx: &Context, observed: &Observed) -> Result<bool> {
     let new = owned_part(&status::compute(tp, observed, Time(Timestamp::now())));
-    let ready = new
-        .conditions
-        .iter()
-        .any(|c| c.type_ == status::READY && c.status == "True");
+    let is = |type_: &str| {
+        new.conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
+    let settled = is(status::READY) && !is(status::DEGRADED);
     let old = tp.status.as_ref().map(owned_part);
     if old.as_ref() == Some(&new) {
-        return Ok(ready);
+        return Ok(settled);
     }
     let ns = tp.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
     let name = tp.name_any();
@@ -546,7 +599,7 @@ async fn write_status(tp: &TelemetryPipeline, ctx: &Context, observed: &Observed
         ctx.publish(tp, notice.type_, &notice.reason, "Reconcile", notice.note)
             .await;
     }
-    Ok(ready)
+    Ok(settled)
 }
 
 #[cfg(test)]

@@ -85,6 +85,15 @@ pub fn selector_labels(tp: &TelemetryPipeline, component: Component) -> BTreeMap
     ])
 }
 
+/// [`selector_labels`] as a label selector string, e.g. for listing the pods.
+pub fn selector_string(tp: &TelemetryPipeline, component: Component) -> String {
+    selector_labels(tp, component)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// All standard labels of a component's objects.
 pub fn labels(tp: &TelemetryPipeline, component: Component) -> BTreeMap<String, String> {
     let mut labels = selector_labels(tp, component);

@@ -74,11 +74,7 @@ pub fn termination_grace_period_seconds(tp: &TelemetryPipeline) -> i64 {
 /// The label selector of the ingest pods as a string (status.selector, for the
 /// scale subresource).
 pub fn selector_string(tp: &TelemetryPipeline) -> String {
-    selector_labels(tp, Component::Ingest)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    super::selector_string(tp, Component::Ingest)
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {

@@ -14,9 +14,9 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 use support::{World, device_counts, pod_ip, telemetryctl};
 use telemetry_operator::TelemetryPipeline;
@@ -602,6 +602,49 @@ async fn autoscaling_leaves_replicas_to_the_autoscaler_after_setting_the_minimum
         Some(3),
         "the operator must not reset replicas while autoscaling"
     );
+
+    // A scale-up and a rollout are progress, not problems: they end with
+    // Progressing=False and never raise Degraded or a Warning.
+    wait_for(
+        "the rollout of the annotated template",
+        support::READY_TIMEOUT,
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let d = deployments.get("scaled-ingest").await.ok()?;
+                let s = d.status?;
+                let done = s.observed_generation == d.metadata.generation
+                    && s.replicas == Some(3)
+                    && s.updated_replicas == Some(3)
+                    && s.ready_replicas == Some(3);
+                done.then_some(())
+            }
+        },
+    )
+    .await?;
+    let tp = world
+        .wait_condition("scaled", "Progressing", "False")
+        .await?;
+    let progressing = tp.condition("Progressing").unwrap();
+    assert_eq!(progressing.reason, "Complete", "{progressing:?}");
+    let tp = world.wait_ready("scaled").await?;
+    let degraded = tp.condition("Degraded").unwrap();
+    assert_eq!(degraded.status, "False", "{degraded:?}");
+    let warnings = world
+        .kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=TelemetryPipeline,type=Warning",
+            "-o",
+            "name",
+        ])
+        .await?;
+    assert_eq!(
+        warnings.trim(),
+        "",
+        "no Warning for a scale-up or a rollout"
+    );
     world.operator.unwrap().stop().await?;
     world.ns.cleanup().await
 }
@@ -708,10 +751,130 @@ async fn a_permanent_problem_is_reported_in_degraded_without_a_hot_loop() -> any
             "get",
             "events",
             "--field-selector",
-            "reason=InvalidAggregation",
+            "involvedObject.kind=TelemetryPipeline,type=Warning,reason=InvalidAggregation",
         ])
         .await?;
     assert!(events.contains("InvalidAggregation"), "{events}");
+
+    world.operator.unwrap().stop().await?;
+    world.ns.cleanup().await
+}
+
+#[tokio::test]
+async fn a_missing_redis_password_secret_is_named_in_the_status_until_it_exists()
+-> anyhow::Result<()> {
+    let world = World::new("tpl-secret").await?;
+    // Nothing listens on 127.0.0.1:1: naming the Secret needs no Redis, and
+    // once the Secret exists the status names the unreachable Redis instead.
+    let tp: TelemetryPipeline = serde_json::from_value(json!({
+        "apiVersion": "telemetrypipeline.io/v1alpha1", "kind": "TelemetryPipeline",
+        "metadata": {"name": "ext"},
+        "spec": {"redis": {"external": {
+            "url": "redis://127.0.0.1:1",
+            "passwordSecretRef": {"name": "redis-creds"}
+        }}}
+    }))?;
+    let pipelines = world.api::<TelemetryPipeline>();
+    pipelines.create(&Default::default(), &tp).await?;
+
+    let condition = |tp: &TelemetryPipeline, t: &str| tp.condition(t).cloned();
+    let tp = wait_for(
+        "Ready=False naming the missing Secret",
+        support::READY_TIMEOUT,
+        || {
+            let pipelines = pipelines.clone();
+            async move {
+                let tp = pipelines.get("ext").await.ok()?;
+                let ready = tp.condition("Ready")?;
+                (ready.status == "False" && ready.message.contains("\"redis-creds\"")).then_some(tp)
+            }
+        },
+    )
+    .await?;
+    let ready = condition(&tp, "Ready").unwrap();
+    assert_eq!(ready.reason, "RedisSecretMissing");
+    for part in ["\"password\"", "spec.redis.external.passwordSecretRef"] {
+        assert!(ready.message.contains(part), "{part}: {}", ready.message);
+    }
+    let degraded = condition(&tp, "Degraded").unwrap();
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "RedisSecretMissing")
+    );
+
+    // The children are applied regardless, and the kubelet says the same
+    // thing its own way on the pod.
+    let pods = world.api::<Pod>();
+    let waiting = wait_for(
+        "the ingest pod to wait on the Secret",
+        support::READY_TIMEOUT,
+        || {
+            let pods = pods.clone();
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels("app.kubernetes.io/instance=ext"))
+                    .await
+                    .ok()?;
+                list.items.iter().find_map(|p| {
+                    let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+                    let waiting = statuses[0].state.as_ref()?.waiting.clone()?;
+                    (waiting.reason.as_deref() == Some("CreateContainerConfigError"))
+                        .then_some(waiting)
+                })
+            }
+        },
+    )
+    .await?;
+    assert!(
+        waiting
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("redis-creds")),
+        "{waiting:?}"
+    );
+    let events = world
+        .kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=TelemetryPipeline,type=Warning,reason=RedisSecretMissing",
+        ])
+        .await?;
+    assert!(events.contains("RedisSecretMissing"), "{events}");
+
+    // Create it: the pod starts, and the status moves on to what holds it
+    // back now, the Redis nobody runs.
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "redis-creds"},
+        "stringData": {"password": "not-a-real-one"}
+    }))?;
+    world
+        .api::<Secret>()
+        .create(&Default::default(), &secret)
+        .await?;
+    let tp = wait_for(
+        "Ready's message to name the Redis instead of the Secret",
+        support::READY_TIMEOUT,
+        || {
+            let pipelines = pipelines.clone();
+            async move {
+                let tp = pipelines.get("ext").await.ok()?;
+                let ready = tp.condition("Ready")?;
+                ready.message.contains("redis://127.0.0.1:1").then_some(tp)
+            }
+        },
+    )
+    .await?;
+    let ready = condition(&tp, "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(!ready.message.contains("redis-creds"), "{}", ready.message);
+    assert!(
+        ready.message.contains("is running but not ready"),
+        "{}",
+        ready.message
+    );
+    let degraded = condition(&tp, "Degraded").unwrap();
+    assert_ne!(degraded.reason, "RedisSecretMissing");
 
     world.operator.unwrap().stop().await?;
     world.ns.cleanup().await
