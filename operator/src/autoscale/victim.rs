@@ -75,11 +75,12 @@ pub fn choose(pods: &[PodInput], count: i32) -> Vec<String> {
         .iter()
         .filter(|p| !p.terminating && !matches!(p.phase, Phase::Failed | Phase::Succeeded))
         .collect();
-    candidates.sort_by_key(|p| {
+    let rank = |p: &PodInput| {
         let serving = p.phase == Phase::Running && p.ready;
         let queue = p.queue.map_or(u64::MAX, |s| s.value);
-        (serving, queue, std::cmp::Reverse(p.created), p.name.clone())
-    });
+        (serving, queue, std::cmp::Reverse(p.created))
+    };
+    candidates.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.name.cmp(&b.name)));
     candidates
         .into_iter()
         .take(usize::try_from(count.max(0)).unwrap_or(0))
@@ -91,11 +92,12 @@ pub fn choose(pods: &[PodInput], count: i32) -> Vec<String> {
 /// deletion-cost writes (only for pods whose value changes).
 pub fn scale_down(pods: &[PodInput], count: i32) -> Action {
     let victims = choose(pods, count);
+    let chosen: std::collections::HashSet<&str> = victims.iter().map(String::as_str).collect();
     let cost_writes = pods
         .iter()
         .filter(|p| !p.terminating)
         .filter_map(|p| {
-            let wanted = victims.contains(&p.name).then_some(VICTIM_COST);
+            let wanted = chosen.contains(p.name.as_str()).then_some(VICTIM_COST);
             (p.deletion_cost != wanted).then(|| CostWrite {
                 pod: p.name.clone(),
                 cost: wanted,
