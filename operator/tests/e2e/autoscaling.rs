@@ -1,18 +1,26 @@
 //! The autoscaler end to end: real ingest processes whose queues really
 //! grow under load, scraped by the operator, scaled through `/scale`, and
 //! shrunk again once the load is gone, with every acknowledged event stored
-//! exactly once.
+//! exactly once. Then the promises that only show on a real control plane:
+//! the history in the status outlives the operator, a pod that does not
+//! answer is missing rather than idle, a new leader carries on without
+//! repeating a scale, and `spec.paused` stops the autoscaler too.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
+use serde_json::json;
 use telemetry_operator::TelemetryPipeline;
+use telemetry_operator::crd::autoscaling::AutoscalingStatus;
 use telemetry_testenv::wait_for;
 
-use crate::support::{World, device_counts, pod_ip, telemetryctl};
+use crate::support::{Operator, World, device_counts, election, pod_ip, telemetryctl};
 
 /// A pipeline that scales between 1 and 4 pods on a small queue target,
 /// ticking every 3 s and shrinking after a 15 s window.
@@ -242,6 +250,587 @@ async fn queue_depth_scales_ingest_out_under_load_and_back_in_without_losing_eve
     assert_eq!(stored, acked, "acknowledged = stored");
     eprintln!("kubectl get tpl over the run:\n{}", watched.join("\n"));
     trace.finish().await?;
+
+    world.operator.unwrap().stop().await?;
+    world.ns.cleanup().await
+}
+
+/// The sync period of the pipelines below.
+const SYNC: Duration = Duration::from_secs(2);
+
+/// Slack for a loaded two-core machine on top of what the maths allow.
+const SLACK: Duration = Duration::from_secs(4);
+
+/// A pipeline named `name` with `autoscaling` (YAML indented by four spaces)
+/// as its `spec.autoscaling`.
+fn autoscaled(name: &str, autoscaling: &str) -> String {
+    format!(
+        "apiVersion: telemetrypipeline.io/v1alpha1\n\
+         kind: TelemetryPipeline\n\
+         metadata: {{name: {name}}}\n\
+         spec:\n  autoscaling:\n{autoscaling}"
+    )
+}
+
+/// Merge-patches the pipeline's spec, as `kubectl patch --type merge` does.
+async fn patch_spec(world: &World, name: &str, spec: serde_json::Value) -> anyhow::Result<()> {
+    world
+        .api::<TelemetryPipeline>()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": spec })),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The pipeline's `status.autoscaling` (empty before the first tick).
+async fn autoscaling_status(world: &World, name: &str) -> anyhow::Result<AutoscalingStatus> {
+    let tp = world.api::<TelemetryPipeline>().get(name).await?;
+    Ok(tp.status.and_then(|s| s.autoscaling).unwrap_or_default())
+}
+
+/// Waits for the autoscaler's first tick: a status with a recommendation.
+async fn first_tick(world: &World, name: &str) -> anyhow::Result<AutoscalingStatus> {
+    wait_for(
+        "the autoscaler's first tick",
+        Duration::from_secs(60),
+        || async {
+            let status = autoscaling_status(world, name).await.ok()?;
+            (!status.recommendations.is_empty()).then_some(status)
+        },
+    )
+    .await
+}
+
+/// How many scale events `from → to` the status holds.
+fn scale_events(status: &AutoscalingStatus, from: i32, to: i32) -> usize {
+    status
+        .scale_events
+        .iter()
+        .filter(|e| e.from == from && e.to == to)
+        .count()
+}
+
+/// Ticks an operator finished, whatever they decided.
+async fn ticks(operator: &Operator) -> anyhow::Result<f64> {
+    operator
+        .sum("telemetry_operator_autoscaler_decisions_total")
+        .await
+}
+
+/// Ticks an operator finished with `result` (`scale_up`, `hold`, ...).
+async fn decisions(operator: &Operator, result: &str) -> anyhow::Result<f64> {
+    operator
+        .metric(&format!(
+            "telemetry_operator_autoscaler_decisions_total{{result=\"{result}\"}}"
+        ))
+        .await
+}
+
+/// Waits until `operator` has finished `n` more ticks: the autoscaler's own
+/// clock, so that "for a few ticks" does not depend on a guess of how long
+/// a tick takes on a loaded machine.
+async fn wait_ticks(operator: &Operator, n: u32) -> anyhow::Result<()> {
+    let start = ticks(operator).await?;
+    let timeout = SYNC * (n + 1) + SLACK;
+    wait_for(&format!("{n} more autoscaler ticks"), timeout, || async {
+        let now = ticks(operator).await.ok()?;
+        (now >= start + f64::from(n)).then_some(())
+    })
+    .await
+}
+
+/// The notes of the events.k8s.io Events with `reason` about the pipeline,
+/// each as often as it occurred (kube-rs folds repeats of one recorder into
+/// an Event's `series`).
+async fn event_notes(world: &World, name: &str, reason: &str) -> anyhow::Result<Vec<String>> {
+    let events = world.api::<Event>().list(&ListParams::default()).await?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("TelemetryPipeline") && r.name.as_deref() == Some(name)
+            })
+        })
+        .flat_map(|e| {
+            let times = e.series.as_ref().map_or(1, |s| s.count.max(1));
+            let note = e.note.unwrap_or_default();
+            std::iter::repeat_n(note, usize::try_from(times).unwrap_or(1))
+        })
+        .collect())
+}
+
+/// Every change of the ingest Deployment's `spec.replicas`, with the time
+/// it was first seen, polled every 200 ms from `start` until dropped.
+struct ReplicaLog {
+    seen: Arc<Mutex<Vec<(Timestamp, i32)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReplicaLog {
+    fn start(world: &World, name: &str) -> Self {
+        let deployments = world.api::<Deployment>();
+        let deployment = format!("{name}-ingest");
+        let seen = Arc::new(Mutex::new(Vec::<(Timestamp, i32)>::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok(d) = deployments.get(&deployment).await {
+                    let n = replicas(&d);
+                    let mut log = log.lock().expect("not poisoned");
+                    if log.last().is_none_or(|&(_, last)| last != n) {
+                        log.push((Timestamp::now(), n));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Self { seen, task }
+    }
+
+    /// The changes seen so far.
+    fn changes(&self) -> Vec<(Timestamp, i32)> {
+        self.seen.lock().expect("not poisoned").clone()
+    }
+
+    /// When the count was first seen satisfying `f` at or after `since`, if
+    /// it was.
+    fn first(&self, since: Timestamp, f: impl Fn(i32) -> bool) -> Option<Timestamp> {
+        self.changes()
+            .into_iter()
+            .find(|&(at, n)| at >= since && f(n))
+            .map(|(at, _)| at)
+    }
+
+    /// The count last seen.
+    fn last(&self) -> Option<i32> {
+        self.changes().last().map(|&(_, n)| n)
+    }
+
+    /// Waits (at most `timeout`) until the count is `n`; when it was seen.
+    async fn wait(&self, n: i32, timeout: Duration) -> anyhow::Result<Timestamp> {
+        wait_for(&format!("{n} ingest replicas"), timeout, || async {
+            match self.changes().last() {
+                Some(&(at, last)) if last == n => Some(at),
+                _ => None,
+            }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; replicas seen: {:?}", self.changes()))
+    }
+}
+
+impl Drop for ReplicaLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Processes stopped with SIGSTOP. Dropping this continues them (SIGCONT),
+/// whatever became of the test, so that the kubelet stand-in can stop their
+/// pods and the namespace can go.
+struct Stopped(Vec<u32>);
+
+impl Stopped {
+    fn stop(pids: &[u32]) -> anyhow::Result<Self> {
+        let mut stopped = Self(Vec::new());
+        for &pid in pids {
+            signal("-STOP", pid)?;
+            stopped.0.push(pid);
+        }
+        Ok(stopped)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if let Err(e) = signal("-CONT", pid) {
+                eprintln!("could not continue process {pid}: {e}");
+            }
+        }
+    }
+}
+
+fn signal(signal: &str, pid: u32) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill {signal} {pid}: {status}");
+    Ok(())
+}
+
+/// The Ready condition of a pod, as the API shows it.
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+#[tokio::test]
+async fn an_operator_restart_inside_the_scale_down_window_keeps_the_window_from_the_status()
+-> anyhow::Result<()> {
+    let window = SignedDuration::from_secs(40);
+    let mut world = World::new("tpl-as-restart").await?;
+    let name = "window";
+    let spec = "    minReplicas: 3
+    maxReplicas: 4
+    syncPeriodSeconds: 2
+    targetQueueDepthPerPod: 1000
+    scrape: {timeoutSeconds: 1}
+    behavior:
+      scaleDown:
+        stabilizationWindowSeconds: 40
+        policies: [{type: Percent, value: 100, periodSeconds: 15}]
+";
+    apply(&world, name, &autoscaled(name, spec)).await?;
+    world.wait_ready(name).await?;
+    world.ingest_pods(name, 3).await?;
+
+    // The first tick found no history and seeded it with {3, t0}: that record
+    // keeps 3 pods until t0 + window, whatever the metrics say meanwhile.
+    let status = first_tick(&world, name).await?;
+    let t0 = status
+        .recommendations
+        .iter()
+        .find(|r| r.replicas == 3)
+        .map(|r| r.time.0)
+        .ok_or_else(|| anyhow::anyhow!("no seed of 3 in {status:?}"))?;
+    let window_ends = t0 + window;
+    let log = ReplicaLog::start(&world, name);
+
+    // Idle queues want 1 pod from now on; only the window holds 3.
+    patch_spec(&world, name, json!({"autoscaling": {"minReplicas": 1}})).await?;
+    let patched = Timestamp::now();
+    let api = world.api::<TelemetryPipeline>();
+    wait_for(
+        "a tick that wants fewer than 3 pods after the patch",
+        SYNC * 3 + SLACK,
+        || async {
+            let tp = api.get(name).await.ok()?;
+            let status = tp.status?.autoscaling?;
+            status
+                .recommendations
+                .iter()
+                .any(|r| r.replicas < 3 && r.time.0 > patched)
+                .then_some(())
+        },
+    )
+    .await?;
+    assert_eq!(log.last(), Some(3), "the old operator holds 3 pods");
+
+    // Restart about 15 s after the patch, early enough that the new operator
+    // ticks several times inside the window.
+    let restart_at = (patched + SignedDuration::from_secs(15)).min(window_ends - 10 * SYNC);
+    anyhow::ensure!(
+        restart_at >= patched + 2 * SYNC,
+        "the pipeline took too long to become ready: the window ends at {window_ends}, \
+         the patch was at {patched}, no room left for a restart inside the window"
+    );
+    tokio::time::sleep(restart_at.duration_since(Timestamp::now()).unsigned_abs()).await;
+    world.operator.take().unwrap().stop().await?;
+    let restarted = Timestamp::now();
+    world.operator = Some(Operator::start(world.client.clone(), world.ns()).await?);
+
+    // A restart without history would seed {3, restarted} and scale down at
+    // restarted + window; with the history read back from the status the
+    // new operator scales down at the first tick after t0 + window.
+    let deadline = window_ends + 3 * SYNC + SLACK;
+    let timeout = deadline.duration_since(Timestamp::now()).unsigned_abs();
+    let scaled = log.wait(1, timeout).await?;
+    let first_below_3 = log.first(patched, |n| n < 3).expect("scaled down");
+    println!(
+        "t0 {t0}, restart at t0+{:.1}s, scaled to 1 at t0+{:.1}s",
+        restarted.duration_since(t0).as_secs_f64(),
+        scaled.duration_since(t0).as_secs_f64()
+    );
+    assert!(
+        first_below_3 >= window_ends - SignedDuration::from_secs(1),
+        "scaled below 3 at {first_below_3}, before the window ended at {window_ends}: {:?}",
+        log.changes()
+    );
+    assert!(
+        scaled < restarted + window - 5 * SYNC,
+        "scaled at {scaled}: the restart at {restarted} forgot the window"
+    );
+    let status = autoscaling_status(&world, name).await?;
+    let event = status
+        .scale_events
+        .iter()
+        .find(|e| e.from == 3 && e.to == 1)
+        .ok_or_else(|| anyhow::anyhow!("no 3 → 1 scale event in {status:?}"))?;
+    assert!(
+        event.time.0 >= window_ends,
+        "the operator's own record of the scale-down ({}) is inside the window ending at {window_ends}",
+        event.time.0
+    );
+    let operator = world.operator.take().unwrap();
+    assert_eq!(
+        decisions(&operator, "scale_down").await?,
+        1.0,
+        "the new operator scaled down"
+    );
+    operator.stop().await?;
+    world.ns.cleanup().await
+}
+
+#[tokio::test]
+async fn a_pod_whose_metrics_do_not_answer_counts_as_missing_at_the_target_not_as_idle()
+-> anyhow::Result<()> {
+    let world = World::new("tpl-as-missing").await?;
+    let name = "missing";
+    let spec = "    minReplicas: 1
+    maxReplicas: 4
+    syncPeriodSeconds: 2
+    targetQueueDepthPerPod: 1000
+    scrape: {timeoutSeconds: 1}
+    behavior:
+      scaleDown:
+        stabilizationWindowSeconds: 0
+        policies: [{type: Percent, value: 100, periodSeconds: 15}]
+";
+    apply(&world, name, &autoscaled(name, spec)).await?;
+    world.wait_ready(name).await?;
+    let log = ReplicaLog::start(&world, name);
+    patch_spec(&world, name, json!({"autoscaling": {"minReplicas": 3}})).await?;
+    let pods = world.ingest_pods(name, 3).await?;
+    assert_eq!(log.last(), Some(3));
+
+    // Two of the three ingest processes stop answering: their sockets still
+    // accept, so every scrape of theirs times out.
+    let (answering, silent) = (&pods[0], &pods[1..]);
+    let pids = silent
+        .iter()
+        .map(|p| {
+            world
+                .cluster
+                .container_pid(p, "ingest")
+                .ok_or_else(|| anyhow::anyhow!("no ingest process for {}", p.name_any()))
+        })
+        .collect::<anyhow::Result<Vec<u32>>>()?;
+    let stopped = Stopped::stop(&pids)?;
+    let silent: Vec<String> = silent.iter().map(|p| p.name_any()).collect();
+    println!("{} answers, {silent:?} stopped", answering.name_any());
+
+    // Before minReplicas comes down, let the last good samples of the
+    // stopped pods age out (maxSampleAge, 2 sync periods) and their
+    // readiness fail, so that the autoscaler sees exactly what the spec
+    // describes: one pod at 0 and two without a sample, both not ready (and
+    // so the victims of the ReplicaSet controller and of the autoscaler).
+    let api = world.api::<TelemetryPipeline>();
+    let pods_api = world.api::<Pod>();
+    wait_for(
+        "the stopped pods without a sample and not ready",
+        Duration::from_secs(60),
+        || async {
+            let tp = api.get(name).await.ok()?;
+            let active = tp.condition("ScalingActive")?;
+            if !active.message.contains("2 without a sample") {
+                return None;
+            }
+            for pod in &silent {
+                if pod_ready(&pods_api.get(pod).await.ok()?) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await?;
+    assert_eq!(log.last(), Some(3), "minReplicas 3 still holds");
+
+    // 1 ready pod at 0 and 2 missing counted at the target: r2 = 2000/3000,
+    // ceil(2/3 · 3) = 2. Reading the missing pods as idle would give 1.
+    let lowered = Timestamp::now();
+    patch_spec(&world, name, json!({"autoscaling": {"minReplicas": 1}})).await?;
+    log.wait(2, SYNC * 3 + SLACK).await?;
+    // Stays at 2 for a few ticks: the stopped pod that remains is still
+    // missing (the other one, its victim, is terminating and ignored), so
+    // nothing may take the count further down. Three ticks, short of the
+    // ~20 s after which the liveness probe would restart the stopped ones.
+    wait_ticks(world.operator.as_ref().unwrap(), 3).await?;
+    assert_eq!(
+        log.first(lowered, |n| n < 2),
+        None,
+        "never below 2: {:?}",
+        log.changes()
+    );
+    assert_eq!(log.last(), Some(2));
+
+    let tp = api.get(name).await?;
+    let status = tp.status.clone().unwrap().autoscaling.unwrap();
+    assert_eq!(status.desired_replicas, Some(2), "{status:?}");
+    assert_eq!(scale_events(&status, 3, 2), 1, "{status:?}");
+    assert_eq!(scale_events(&status, 3, 1) + scale_events(&status, 2, 1), 0);
+    let active = tp.condition("ScalingActive").expect("ScalingActive");
+    assert_eq!(active.status, "True", "{active:?}");
+    assert!(
+        active.message.contains("without a sample"),
+        "ScalingActive names the pods without a sample: {active:?}"
+    );
+    let notes = event_notes(&world, name, "ScaledDown").await?;
+    assert!(
+        notes.len() == 1
+            && notes[0].contains("from 3 to 2")
+            && notes[0].contains("2 without a sample"),
+        "one ScaledDown event that says why: {notes:?}"
+    );
+
+    // Let the stopped processes go on, drain and exit.
+    drop(stopped);
+    world.operator.unwrap().stop().await?;
+    world.ns.cleanup().await
+}
+
+#[tokio::test]
+async fn with_two_replicas_the_follower_takes_over_scaling_and_no_scale_is_done_twice()
+-> anyhow::Result<()> {
+    // A short term, as in the leader tests, so that the take-over after a
+    // crash is quick to wait for.
+    let (duration, grace) = (Duration::from_secs(6), Duration::from_secs(2));
+    let margin = Duration::from_secs(10);
+    let world = World::without_operator("tpl-as-leader").await?;
+    let a = Operator::start_elected(
+        world.client.clone(),
+        world.ns(),
+        election(world.ns(), "operator-a", duration, grace),
+    )
+    .await?;
+    a.wait_leading(duration + margin).await?;
+    let b = Operator::start_elected(
+        world.client.clone(),
+        world.ns(),
+        election(world.ns(), "operator-b", duration, grace),
+    )
+    .await?;
+
+    let name = "leader";
+    let spec = "    minReplicas: 1
+    maxReplicas: 4
+    syncPeriodSeconds: 2
+    targetQueueDepthPerPod: 1000
+    scrape: {timeoutSeconds: 1}
+";
+    apply(&world, name, &autoscaled(name, spec)).await?;
+    world.wait_ready(name).await?;
+    first_tick(&world, name).await?;
+    let log = ReplicaLog::start(&world, name);
+
+    // A scales 1 → 2 (minReplicas bypasses the policies).
+    patch_spec(&world, name, json!({"autoscaling": {"minReplicas": 2}})).await?;
+    log.wait(2, SYNC * 3 + SLACK).await?;
+    wait_for("the 1 → 2 scale event in the status", SYNC * 3, || async {
+        let status = autoscaling_status(&world, name).await.ok()?;
+        (scale_events(&status, 1, 2) > 0).then_some(())
+    })
+    .await?;
+    assert_eq!(decisions(&a, "scale_up").await?, 1.0, "A scaled up");
+    assert_eq!(b.metric("telemetry_operator_leader").await?, 0.0);
+    assert_eq!(ticks(&b).await?, 0.0, "the follower does not tick");
+
+    // A crashes; B takes over once A's term has ended.
+    let a_metrics = format!("{}/metrics", a.http);
+    a.kill().await?;
+    b.wait_leading(duration + margin).await?;
+    assert!(
+        reqwest::get(&a_metrics).await.is_err(),
+        "A has stopped, its /metrics with it"
+    );
+
+    // B scales 2 → 3 from the history A left in the status.
+    patch_spec(&world, name, json!({"autoscaling": {"minReplicas": 3}})).await?;
+    log.wait(3, SYNC * 3 + SLACK).await?;
+    wait_for("the 2 → 3 scale event in the status", SYNC * 3, || async {
+        let status = autoscaling_status(&world, name).await.ok()?;
+        (scale_events(&status, 2, 3) > 0).then_some(())
+    })
+    .await?;
+    // A scale done twice would show within a tick or two of the first.
+    wait_ticks(&b, 2).await?;
+    assert_eq!(decisions(&b, "scale_up").await?, 1.0, "B scaled up once");
+
+    let status = autoscaling_status(&world, name).await?;
+    assert_eq!(scale_events(&status, 1, 2), 1, "{status:?}");
+    assert_eq!(scale_events(&status, 2, 3), 1, "{status:?}");
+    assert_eq!(status.scale_events.len(), 2, "{status:?}");
+    let notes = event_notes(&world, name, "ScaledUp").await?;
+    let count = |s: &str| notes.iter().filter(|n| n.contains(s)).count();
+    assert_eq!(count("from 1 to 2"), 1, "{notes:?}");
+    assert_eq!(count("from 2 to 3"), 1, "{notes:?}");
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert_eq!(
+        log.changes().iter().map(|&(_, n)| n).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+
+    b.stop().await?;
+    world.ns.cleanup().await
+}
+
+#[tokio::test]
+async fn a_paused_pipeline_is_not_scaled_until_it_is_resumed() -> anyhow::Result<()> {
+    let world = World::new("tpl-as-paused").await?;
+    let name = "paused";
+    let spec = "    minReplicas: 1
+    maxReplicas: 4
+    syncPeriodSeconds: 2
+    targetQueueDepthPerPod: 1000
+    scrape: {timeoutSeconds: 1}
+";
+    apply(&world, name, &autoscaled(name, spec)).await?;
+    world.wait_ready(name).await?;
+    world.ingest_pods(name, 1).await?;
+    first_tick(&world, name).await?;
+    let log = ReplicaLog::start(&world, name);
+    let operator = world.operator.as_ref().unwrap();
+
+    patch_spec(&world, name, json!({"paused": true})).await?;
+    world.wait_condition(name, "Paused", "True").await?;
+    patch_spec(&world, name, json!({"autoscaling": {"minReplicas": 2}})).await?;
+    // The operator has seen the new minimum once the paused reconcile
+    // reports the new generation.
+    let api = world.api::<TelemetryPipeline>();
+    let before = wait_for(
+        "the paused reconcile of the new generation",
+        Duration::from_secs(30),
+        || async {
+            let tp = api.get(name).await.ok()?;
+            let seen = tp.condition("Paused")?.observed_generation;
+            (seen == tp.metadata.generation).then_some(tp)
+        },
+    )
+    .await?;
+    let ticks_before = ticks(operator).await?;
+
+    // Nothing may happen, so watch for a bounded time: four sync periods,
+    // in which an unpaused pipeline would have been scaled at the first tick
+    // and its status rewritten at every one.
+    tokio::time::sleep(4 * SYNC).await;
+    assert_eq!(log.changes().len(), 1, "{:?}", log.changes());
+    assert_eq!(log.last(), Some(1), "still 1 replica while paused");
+    assert_eq!(ticks(operator).await?, ticks_before, "no tick while paused");
+    let after = api.get(name).await?;
+    assert_eq!(
+        after.resource_version(),
+        before.resource_version(),
+        "nobody wrote the pipeline while paused"
+    );
+    let status = after.status.and_then(|s| s.autoscaling).unwrap_or_default();
+    assert_eq!(status.desired_replicas, Some(1), "{status:?}");
+    assert!(status.scale_events.is_empty(), "{status:?}");
+
+    // Resumed: the minimum applies at the next tick.
+    patch_spec(&world, name, json!({"paused": false})).await?;
+    log.wait(2, SYNC * 3 + SLACK).await?;
+    let status = autoscaling_status(&world, name).await?;
+    assert_eq!(scale_events(&status, 1, 2), 1, "{status:?}");
 
     world.operator.unwrap().stop().await?;
     world.ns.cleanup().await
