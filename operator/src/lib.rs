@@ -32,6 +32,7 @@
 //! - [`lease`]: leader election. With `--leader-elect` the controller (the
 //!   leader's work, with the autoscaler) runs only while this replica holds a Lease; a replica
 //!   that loses it stops reconciling at once and exits.
+//! - [`event`]: Kubernetes Events on a pipeline, for both of the above.
 //! - [`config`]: flags and env vars. [`error`]: the crate's `Error`.
 //!
 //! The binaries are thin: `telemetry-operator` parses [`config::Args`] and
@@ -42,6 +43,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod event;
 pub mod http;
 pub mod lease;
 pub mod metrics;

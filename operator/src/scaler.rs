@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use tokio::task::JoinSet;
@@ -368,16 +368,7 @@ impl Scaler {
         action: &str,
         note: String,
     ) {
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: action.to_string(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &tp.object_ref(&())).await {
-            warn!(error = %e, reason, "could not publish an event");
-        }
+        crate::event::publish(&self.recorder, tp, type_, reason, action, note).await;
     }
 
     /// Writes `status.autoscaling` and the autoscaler's conditions when they
@@ -404,12 +395,33 @@ impl Scaler {
         if old.as_ref() == Some(&new) && same_conditions(&old_conditions, &conditions) {
             return Ok(());
         }
+        self.apply_status(
+            tp,
+            serde_json::json!({ "autoscaling": new, "conditions": conditions }),
+            "update",
+        )
+        .await?;
+        self.metrics.status_writes.inc();
+        for (type_, reason, note) in transition_events(&old_conditions, &conditions) {
+            self.publish(tp, type_, &reason, "Autoscale", note).await;
+        }
+        Ok(())
+    }
+
+    /// Server-side applies `status` (the autoscaler's part only) under
+    /// [`AUTOSCALER_MANAGER`]: fields it owned and leaves out are removed.
+    async fn apply_status(
+        &self,
+        tp: &TelemetryPipeline,
+        status: serde_json::Value,
+        verb: &str,
+    ) -> Result<()> {
         let ns = tp.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
         let name = tp.name_any();
         let patch = serde_json::json!({
             "apiVersion": TelemetryPipeline::api_version(&()),
             "kind": TelemetryPipeline::kind(&()),
-            "status": { "autoscaling": new, "conditions": conditions },
+            "status": status,
         });
         Api::<TelemetryPipeline>::namespaced(self.client.clone(), &ns)
             .patch_status(
@@ -420,14 +432,10 @@ impl Scaler {
             .await
             .map_err(|e| {
                 Error::kube(
-                    format!("update autoscaling status of TelemetryPipeline {ns}/{name}"),
+                    format!("{verb} autoscaling status of TelemetryPipeline {ns}/{name}"),
                     e,
                 )
             })?;
-        self.metrics.status_writes.inc();
-        for (type_, reason, note) in transition_events(&old_conditions, &conditions) {
-            self.publish(tp, type_, &reason, "Autoscale", note).await;
-        }
         Ok(())
     }
 
@@ -436,26 +444,8 @@ impl Scaler {
         if !has_autoscaler_status(tp) {
             return Ok(());
         }
-        let ns = tp.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
-        let name = tp.name_any();
-        let patch = serde_json::json!({
-            "apiVersion": TelemetryPipeline::api_version(&()),
-            "kind": TelemetryPipeline::kind(&()),
-            "status": {},
-        });
-        Api::<TelemetryPipeline>::namespaced(self.client.clone(), &ns)
-            .patch_status(
-                &name,
-                &PatchParams::apply(AUTOSCALER_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(|e| {
-                Error::kube(
-                    format!("clear autoscaling status of TelemetryPipeline {ns}/{name}"),
-                    e,
-                )
-            })?;
+        self.apply_status(tp, serde_json::json!({}), "clear")
+            .await?;
         self.pipelines
             .lock()
             .expect("not poisoned")
