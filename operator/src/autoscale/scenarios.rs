@@ -508,7 +508,7 @@ fn redis_saturation_holds_a_scale_up_and_says_why() {
     );
     // Below the threshold the same load scales up.
     let inputs = Inputs {
-        redis_busy_permille: Some(790),
+        redis_busy_permille: Some(690),
         ..inputs
     };
     let d = decide(&sim.spec, &sim.history, &inputs, 0);
