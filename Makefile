@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build demo demo-stop test lint fmt crds bench testenv-up testenv-down
+.PHONY: setup build demo demo-stop test lint fmt crds bench bench-autoscaler testenv-up testenv-down
 
 setup:
 	@scripts/setup
@@ -36,6 +36,14 @@ crds:
 ## Throughput and latency of the ingest path; writes figures to stdout.
 bench: setup
 	@scripts/bench
+
+## The autoscaler: one decision over 1 000 pods, scraping 100 real pods, and
+## the Redis-saturation signal against Redis's own CPU (BENCHMARKS.md).
+bench-autoscaler: setup
+	$(CARGO) build --release -p telemetry-ingest --bins
+	$(CARGO) bench -p telemetry-operator --bench decide
+	$(CARGO) bench -p telemetry-operator --bench scrape
+	scripts/redis-busy
 
 testenv-up:
 	@scripts/testenv up
