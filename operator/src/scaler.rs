@@ -208,7 +208,7 @@ impl Scaler {
                 rollout_in_progress: rolling_out(&deployment),
             };
             let history = t.history.clone().unwrap_or_else(|| {
-                history_from_status(tp.status.as_ref().and_then(|s| s.autoscaling.as_ref()))
+                history_from_status(tp.status.as_ref().and_then(|s| s.autoscaling.as_ref()), now)
             });
             (inputs, history)
         };
@@ -392,7 +392,7 @@ impl Scaler {
         let new = status_of(decision, inputs, history, scaled_at, old.as_ref());
         let now = Time(Timestamp::now());
         let conditions = conditions_of(decision, &old_conditions, tp.metadata.generation, &now);
-        if old.as_ref() == Some(&new) && same_conditions(&old_conditions, &conditions) {
+        if !needs_write(old.as_ref(), &new) && same_conditions(&old_conditions, &conditions) {
             return Ok(());
         }
         self.apply_status(
@@ -579,12 +579,49 @@ fn rolling_out(d: &Deployment) -> bool {
         || status.replicas.unwrap_or(0) > status.updated_replicas.unwrap_or(0)
 }
 
-/// The history kept in a status, back in the decision's units.
-pub fn history_from_status(status: Option<&AutoscalingStatus>) -> History {
+/// How far the written time of the newest recommendation may fall behind
+/// before the status is rewritten for that time alone. An idle pipeline's
+/// status then changes once a minute, not at every tick.
+pub const HISTORY_REFRESH_MS: Millis = 60_000;
+
+fn millis(t: &MicroTime) -> Millis {
+    t.0.as_millisecond()
+}
+
+/// Whether `new` must be written over `old`: when anything changed but the
+/// time of the newest recommendation (same replicas), or when that time moved
+/// on by [`HISTORY_REFRESH_MS`] or more.
+pub fn needs_write(old: Option<&AutoscalingStatus>, new: &AutoscalingStatus) -> bool {
+    let Some(old) = old else {
+        return true;
+    };
+    if old == new {
+        return false;
+    }
+    let (Some(old_last), Some(new_last)) = (old.recommendations.last(), new.recommendations.last())
+    else {
+        return true;
+    };
+    let without_newest = |s: &AutoscalingStatus| AutoscalingStatus {
+        recommendations: s.recommendations[..s.recommendations.len() - 1].to_vec(),
+        ..s.clone()
+    };
+    old_last.replicas != new_last.replicas
+        || millis(&new_last.time) - millis(&old_last.time) >= HISTORY_REFRESH_MS
+        || without_newest(old) != without_newest(new)
+}
+
+/// The history kept in a status, back in the decision's units, read at
+/// `now`. The newest recommendation may have been recommended again, unwritten,
+/// for up to [`HISTORY_REFRESH_MS`] after its written time (see
+/// [`needs_write`]): it is taken as recommended until then (or until `now`),
+/// so a restart may scale down a little later than the lost memory would
+/// have, never earlier.
+pub fn history_from_status(status: Option<&AutoscalingStatus>, now: Millis) -> History {
     let Some(s) = status else {
         return History::default();
     };
-    History {
+    let mut history = History {
         recommendations: s
             .recommendations
             .iter()
@@ -603,7 +640,13 @@ pub fn history_from_status(status: Option<&AutoscalingStatus>) -> History {
             })
             .collect(),
         consecutive_failures: u32::try_from(s.consecutive_failures).unwrap_or(0),
+    };
+    if let Some(newest) = history.recommendations.last_mut() {
+        newest.at = newest
+            .at
+            .max(now.min(newest.at.saturating_add(HISTORY_REFRESH_MS)));
     }
+    history
 }
 
 /// The status the autoscaler writes for a decision.
@@ -780,7 +823,8 @@ mod tests {
         let status = status_of(&decision, &Inputs::default(), &history, None, None);
         let json = serde_json::to_value(&status).unwrap();
         let back: AutoscalingStatus = serde_json::from_value(json).unwrap();
-        assert_eq!(history_from_status(Some(&back)), history);
+        // Read back at the time of the newest record: exactly what was kept.
+        assert_eq!(history_from_status(Some(&back), 1_700_000_015_456), history);
     }
 
     #[test]
@@ -803,5 +847,89 @@ mod tests {
         d.status.as_mut().unwrap().updated_replicas = Some(3);
         d.status.as_mut().unwrap().replicas = Some(4);
         assert!(rolling_out(&d), "an old pod still going");
+    }
+
+    /// Ticks every 15 s of a pipeline whose 10 pods hold `total(t)` events;
+    /// persists the status as the autoscaler does (only when
+    /// [`needs_write`]), and if `crash_at` is set, forgets its memory there
+    /// and reads the history back from the written status. Returns the time
+    /// of the first scale-down and how many status writes happened.
+    fn run(crash_at: Option<Millis>, total: impl Fn(Millis) -> u64) -> (Option<Millis>, usize) {
+        use crate::autoscale::{MILLI, Phase, PodInput, Sample, decide};
+        use crate::crd::autoscaling::AutoscalingSpec;
+        let spec = AutoscalingSpec::test(2, 20);
+        let mut current = 10;
+        let mut history = History::default();
+        let mut written: Option<AutoscalingStatus> = None;
+        let mut writes = 0;
+        for tick in 0..80 {
+            let now = 1_000_000 + tick * 15_000;
+            if crash_at == Some(now) {
+                history = history_from_status(written.as_ref(), now);
+            }
+            let per_pod = total(now) / 10;
+            let pods = (0..current)
+                .map(|i| PodInput {
+                    name: format!("p{i}"),
+                    phase: Phase::Running,
+                    terminating: false,
+                    ready: true,
+                    created: 0,
+                    queue: Some(Sample {
+                        value: per_pod * MILLI,
+                        at: now,
+                    }),
+                    rate: None,
+                    deletion_cost: None,
+                })
+                .collect();
+            let inputs = Inputs {
+                current,
+                pods,
+                ..Inputs::default()
+            };
+            let d = decide(&spec, &history, &inputs, now);
+            history = d.history.clone();
+            if d.desired < current {
+                return (Some(now), writes);
+            }
+            let new = status_of(&d, &inputs, &history, None, written.as_ref());
+            if needs_write(written.as_ref(), &new) {
+                written = Some(new);
+                writes += 1;
+            }
+            current = d.desired;
+        }
+        (None, writes)
+    }
+
+    #[test]
+    fn an_idle_pipeline_writes_its_status_once_a_minute_not_every_tick() {
+        let (scaled, writes) = run(None, |_| 1000);
+        assert_eq!(scaled, None);
+        // 80 ticks over 20 minutes: the first write, then one per minute.
+        assert!(writes <= 22, "{writes} writes");
+        assert!(writes >= 19, "{writes} writes");
+    }
+
+    #[test]
+    fn a_restart_from_the_written_status_never_scales_down_earlier() {
+        // 10 pods at the target for 5 minutes, then a backlog that wants 2.
+        let load = |now: Millis| if now < 1_300_000 { 1000 } else { 150 };
+        let (expected, _) = run(None, load);
+        let expected = expected.expect("a scale-down after the window");
+        for tick in 1..40 {
+            let crash = 1_000_000 + tick * 15_000;
+            let (scaled, _) = run(Some(crash), load);
+            let scaled = scaled.expect("a scale-down");
+            assert!(
+                scaled >= expected,
+                "restart at {crash}: scaled down at {scaled}, before {expected}"
+            );
+            assert!(
+                scaled <= expected + HISTORY_REFRESH_MS + 15_000,
+                "restart at {crash}: scaled down at {scaled}, long after {expected}"
+            );
+        }
     }
 }
