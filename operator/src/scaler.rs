@@ -314,8 +314,7 @@ impl Scaler {
         if let Action::ScaleDown { victims, .. } = &decision.action {
             note.push_str(&format!("; removing {}", victims.join(", ")));
         }
-        self.publish(tp, EventType::Normal, reason, "Scale", note)
-            .await;
+        crate::event::publish(&self.recorder, tp, EventType::Normal, reason, "Scale", note).await;
         Ok(true)
     }
 
@@ -360,17 +359,6 @@ impl Scaler {
         Ok(())
     }
 
-    async fn publish(
-        &self,
-        tp: &TelemetryPipeline,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        crate::event::publish(&self.recorder, tp, type_, reason, action, note).await;
-    }
-
     /// Writes `status.autoscaling` and the autoscaler's conditions when they
     /// changed, and publishes the events of condition transitions.
     async fn write_status(
@@ -403,7 +391,7 @@ impl Scaler {
         .await?;
         self.metrics.status_writes.inc();
         for (type_, reason, note) in transition_events(&old_conditions, &conditions) {
-            self.publish(tp, type_, &reason, "Autoscale", note).await;
+            crate::event::publish(&self.recorder, tp, type_, &reason, "Autoscale", note).await;
         }
         Ok(())
     }
@@ -520,10 +508,6 @@ fn phase(pod: &Pod) -> Phase {
 /// One pod as [`autoscale::decide`] sees it.
 fn pod_input(pod: &Pod, cache: &SampleCache) -> PodInput {
     let name = pod.name_any();
-    let convert = |s: scrape::Sample| autoscale::Sample {
-        value: s.value,
-        at: s.at,
-    };
     PodInput {
         phase: match scrape::classify(pod) {
             // Running without a usable IP: its metric is missing.
@@ -537,8 +521,8 @@ fn pod_input(pod: &Pod, cache: &SampleCache) -> PodInput {
             .creation_timestamp
             .as_ref()
             .map_or(0, |t| t.0.as_millisecond()),
-        queue: cache.queue(&name).map(convert),
-        rate: cache.rate(&name).map(convert),
+        queue: cache.queue(&name),
+        rate: cache.rate(&name),
         deletion_cost: pod
             .annotations()
             .get(victim::DELETION_COST)

@@ -82,20 +82,15 @@ pub fn prune_scale_events(history: &mut History, behavior: &Behavior, now: Milli
     history.scale_events.retain(|e| e.at > cutoff);
 }
 
-/// Replicas added (positive changes) and removed (negative) by the events
-/// strictly newer than `now − period`.
-fn changes_in_period(events: &[ScaleEvent], period_seconds: i32, now: Millis) -> (i64, i64) {
+/// The replica count at the start of the policy period: `current` less the
+/// changes of the scale events strictly newer than `now − period`.
+fn period_start(events: &[ScaleEvent], period_seconds: i32, current: i32, now: Millis) -> i64 {
     let cutoff = now - seconds(period_seconds);
     events
         .iter()
         .filter(|e| e.at > cutoff)
-        .fold((0, 0), |(added, removed), e| {
-            let change = i64::from(e.to) - i64::from(e.from);
-            if change > 0 {
-                (added + change, removed)
-            } else {
-                (added, removed - change)
-            }
+        .fold(i64::from(current), |start, e| {
+            start - (i64::from(e.to) - i64::from(e.from))
         })
 }
 
@@ -113,8 +108,7 @@ pub fn scale_up_limit(
     now: Millis,
 ) -> Option<i32> {
     let proposals = policies.iter().map(|p| {
-        let (added, removed) = changes_in_period(events, p.period_seconds, now);
-        let start = i64::from(current) - added + removed;
+        let start = period_start(events, p.period_seconds, current, now);
         let value = i64::from(p.value);
         match p.type_ {
             PolicyType::Pods => start + value,
@@ -143,8 +137,7 @@ pub fn scale_down_limit(
     now: Millis,
 ) -> Option<i32> {
     let proposals = policies.iter().map(|p| {
-        let (added, removed) = changes_in_period(events, p.period_seconds, now);
-        let start = i64::from(current) - added + removed;
+        let start = period_start(events, p.period_seconds, current, now);
         let value = i64::from(p.value);
         match p.type_ {
             PolicyType::Pods => start - value,

@@ -15,15 +15,9 @@
 use std::collections::{HashMap, HashSet};
 
 use super::Reading;
-
-/// A valid value and when it was scraped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sample {
-    /// Milli-units: `round(v × 1000)`, saturating at `u64::MAX`.
-    pub value: u64,
-    /// Milliseconds since the epoch.
-    pub at: i64,
-}
+/// A valid value (milli-units: `round(v × 1000)`, saturating at `u64::MAX`)
+/// and when it was scraped: the autoscaler's own sample type.
+pub use crate::autoscale::Sample;
 
 /// The flush histograms' sums at one scrape; each `None` when invalid.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
