@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build demo demo-stop test lint fmt crds bench bench-autoscaler testenv-up testenv-down
+.PHONY: setup build demo demo-stop demo-cluster demo-cluster-stop images test lint fmt crds bench bench-autoscaler testenv-up testenv-down
 
 setup:
 	@scripts/setup
@@ -18,6 +18,19 @@ demo: build
 demo-stop:
 	@scripts/demo stop
 
+## The whole picture on a local control plane: the Helm chart installed, the
+## operator in pods under its own RBAC, a pipeline applied, events sent.
+demo-cluster:
+	@scripts/demo-cluster
+
+demo-cluster-stop:
+	@scripts/demo-cluster stop
+
+## Container images of telemetry-ingest and telemetry-operator, built without
+## a Docker daemon, as archives in target/images/ (docs/images.md).
+images:
+	@scripts/images
+
 ## The whole test suite, end-to-end tests on a local control plane included.
 test: setup
 	@scripts/test
@@ -29,9 +42,12 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## Regenerate the CRD YAML from the Rust types (checked for drift by the tests).
+## Regenerate the CRD YAML from the Rust types, in crds/ and in the chart
+## (both checked for drift by the tests).
 crds:
 	$(CARGO) run -q -p telemetry-operator --bin crdgen > crds/telemetrypipelines.yaml
+	mkdir -p charts/telemetry-pipeline/crds
+	cp crds/telemetrypipelines.yaml charts/telemetry-pipeline/crds/telemetrypipelines.yaml
 
 ## Throughput and latency of the ingest path; writes figures to stdout.
 bench: setup

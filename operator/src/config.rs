@@ -49,9 +49,17 @@ pub struct Args {
     #[arg(long, env = "TELEMETRY_OPERATOR_HTTP_LISTEN", default_value = DEFAULT_HTTP_LISTEN)]
     pub http_listen: SocketAddr,
 
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "TELEMETRY_OPERATOR_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all
+    /// namespaces). With a list, the operator needs RBAC in those namespaces
+    /// only (the chart's `rbac.watchNamespaces`).
+    #[arg(
+        long,
+        alias = "namespace",
+        env = "TELEMETRY_OPERATOR_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        value_parser = parse_namespace
+    )]
+    pub watch_namespaces: Vec<String>,
 
     /// Ingest image for pipelines that do not set spec.ingest.image.
     #[arg(long, env = "TELEMETRY_OPERATOR_INGEST_IMAGE", default_value = DEFAULT_INGEST_IMAGE)]
@@ -113,8 +121,8 @@ pub struct Args {
 /// What the controller needs from the flags.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Watch only this namespace.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (sorted, no duplicates); empty: all.
+    pub namespaces: Vec<String>,
     /// Default ingest image.
     pub ingest_image: String,
     /// Periodic re-check interval.
@@ -147,7 +155,7 @@ pub struct LeaderElection {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            namespace: None,
+            namespaces: Vec::new(),
             ingest_image: DEFAULT_INGEST_IMAGE.to_string(),
             resync: Duration::from_secs(DEFAULT_RESYNC_SECONDS),
             concurrency: DEFAULT_CONCURRENCY,
@@ -160,7 +168,13 @@ impl Default for Settings {
 impl From<&Args> for Settings {
     fn from(args: &Args) -> Self {
         Self {
-            namespace: args.namespace.clone(),
+            namespaces: args
+                .watch_namespaces
+                .iter()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             ingest_image: args.ingest_image.clone(),
             resync: Duration::from_secs(args.resync_seconds.max(1)),
             concurrency: args.concurrency.max(1),
@@ -194,6 +208,26 @@ impl LeaderElection {
     }
 }
 
+/// A namespace name as Kubernetes defines it (an RFC 1123 label): at most 63
+/// lowercase alphanumerics or '-', starting and ending alphanumeric.
+fn parse_namespace(value: &str) -> Result<String, String> {
+    let name = value.trim();
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "{value:?} is not a namespace name (at most 63 characters: a-z, 0-9, '-', starting and ending with a letter or digit)"
+        ))
+    }
+}
+
 /// Outside a pod: the hostname plus a random suffix, so that two processes on
 /// one machine never share an identity (both would believe they hold the
 /// Lease).
@@ -220,7 +254,7 @@ mod tests {
     fn defaults_match_the_contract() {
         let args = Args::try_parse_from(["telemetry-operator"]).unwrap();
         assert_eq!(args.http_listen, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(args.namespace, None);
+        assert!(args.watch_namespaces.is_empty());
         assert!(
             args.ingest_image
                 .starts_with("ghcr.io/telemetry-pipeline/telemetry-ingest:")
@@ -324,14 +358,37 @@ mod tests {
             "telemetry-operator",
             "--http-listen",
             "127.0.0.1:0",
-            "--namespace",
-            "team-a",
+            "--watch-namespaces",
+            "team-b,team-a",
             "--ingest-image",
             "example.com/ingest:dev",
         ])
         .unwrap();
         let settings = Settings::from(&args);
-        assert_eq!(settings.namespace.as_deref(), Some("team-a"));
+        assert_eq!(settings.namespaces, ["team-a", "team-b"]);
         assert_eq!(settings.ingest_image, "example.com/ingest:dev");
+    }
+
+    #[test]
+    fn watch_namespaces_are_deduplicated_and_the_old_flag_still_works() {
+        let args = Args::try_parse_from([
+            "telemetry-operator",
+            "--watch-namespaces=a, b",
+            "--namespace",
+            "a",
+        ])
+        .unwrap();
+        assert_eq!(Settings::from(&args).namespaces, ["a", "b"]);
+        let all = Args::try_parse_from(["telemetry-operator"]).unwrap();
+        assert!(Settings::from(&all).namespaces.is_empty(), "all namespaces");
+    }
+
+    #[test]
+    fn a_bad_namespace_name_is_refused_naming_the_flag_and_the_rule() {
+        let err = Args::try_parse_from(["telemetry-operator", "--watch-namespaces", "ok,Team_A"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--watch-namespaces"), "{err}");
+        assert!(err.contains("\"Team_A\" is not a namespace name"), "{err}");
     }
 }

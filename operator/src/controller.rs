@@ -36,8 +36,35 @@ where
     }
 }
 
+/// Where pipelines are watched: each listed namespace, or all (`None`).
+fn scopes(settings: &Settings) -> Vec<Option<&str>> {
+    match settings.namespaces.is_empty() {
+        true => vec![None],
+        false => settings
+            .namespaces
+            .iter()
+            .map(|ns| Some(ns.as_str()))
+            .collect(),
+    }
+}
+
+/// The controller of the pipelines in `ns` (or all), watching the children
+/// they own there.
+fn controller_for(client: &Client, ns: Option<&str>) -> Controller<TelemetryPipeline> {
+    let children = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    Controller::new(
+        api::<TelemetryPipeline>(client, ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(api::<Deployment>(client, ns), children.clone())
+    .owns(api::<StatefulSet>(client, ns), children.clone())
+    .owns(api::<Service>(client, ns), children.clone())
+    .owns(api::<ConfigMap>(client, ns), children.clone())
+    .owns(api::<Secret>(client, ns), children)
+}
+
 /// Runs the operator until `shutdown` is cancelled: serves HTTP on `listener`
-/// and reconciles every TelemetryPipeline (in `settings.namespace`, or all).
+/// and reconciles every TelemetryPipeline (in `settings.namespaces`, or all).
 /// With `settings.leader_election`, it reconciles only while it holds the
 /// Lease, and returns [`Error::LeadershipLost`] if it loses it.
 /// Both `main` and the end-to-end tests call this.
@@ -61,21 +88,30 @@ pub async fn run(
             .into_future(),
     );
 
-    let ns = settings.namespace.as_deref();
-    let pipelines: Api<TelemetryPipeline> = api(&client, ns);
-    // Fail early and clearly when the CRD is not installed.
-    if let Err(e) = pipelines.list(&ListParams::default().limit(1)).await {
-        shutdown.cancel();
-        let _ = server.await;
-        return Err(Error::kube(
-            "list TelemetryPipelines (is the CRD installed? kubectl apply -f crds/)",
-            e,
-        ));
+    // Fail early and clearly when the CRD is not installed or a watched
+    // namespace is not readable.
+    for ns in scopes(&settings) {
+        let pipelines: Api<TelemetryPipeline> = api(&client, ns);
+        if let Err(e) = pipelines.list(&ListParams::default().limit(1)).await {
+            shutdown.cancel();
+            let _ = server.await;
+            let what = match ns {
+                Some(ns) => format!(
+                    "list TelemetryPipelines in namespace {ns} (is the CRD installed? kubectl apply -f crds/; may the operator read that namespace?)"
+                ),
+                None => "list TelemetryPipelines in all namespaces (is the CRD installed? kubectl apply -f crds/)".to_string(),
+            };
+            return Err(Error::kube(what, e));
+        }
     }
 
     // Ready: the leader reconciles, a follower is ready to take over.
     state.ready.store(true, Ordering::Relaxed);
-    info!(namespace = ns.unwrap_or("<all>"), image = %settings.ingest_image, "operator running");
+    let watching = match settings.namespaces.is_empty() {
+        true => "<all>".to_string(),
+        false => settings.namespaces.join(","),
+    };
+    info!(namespaces = %watching, image = %settings.ingest_image, "operator running");
     let work = lead(
         client.clone(),
         settings.clone(),
@@ -114,39 +150,43 @@ async fn lead(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let ns = settings.namespace.as_deref();
-    let pipelines: Api<TelemetryPipeline> = api(&client, ns);
-    let children = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings.clone(),
         metrics.clone(),
     ));
-    let builder = Controller::new(pipelines, watcher::Config::default().any_semantic())
-        .owns(api::<Deployment>(&client, ns), children.clone())
-        .owns(api::<StatefulSet>(&client, ns), children.clone())
-        .owns(api::<Service>(&client, ns), children.clone())
-        .owns(api::<ConfigMap>(&client, ns), children.clone())
-        .owns(api::<Secret>(&client, ns), children);
     let scaler = Arc::new(Scaler::new(
         client.clone(),
         metrics,
         settings.scrape_parallelism,
     )?);
-    let autoscaler = scaler::run(scaler, builder.store(), shutdown.clone());
-    let controller = builder
-        .with_config(controller::Config::default().concurrency(settings.concurrency))
-        .graceful_shutdown_on(async move { shutdown.cancelled_owned().await })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((pipeline, _)) => tracing::debug!(%pipeline, "reconciled"),
-                Err(controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
-                Err(error) => warn!(%error, "controller"),
-            }
-        });
+    // One controller per watched namespace (or one for all): a watch spans
+    // one namespace or all of them, and namespaced RBAC allows only the
+    // former. The autoscaler reads every controller's cache.
+    let mut stores = Vec::new();
+    let mut controllers = Vec::new();
+    for ns in scopes(&settings) {
+        let builder = controller_for(&client, ns);
+        stores.push(builder.store());
+        let shutdown = shutdown.clone();
+        controllers.push(
+            builder
+                .with_config(controller::Config::default().concurrency(settings.concurrency))
+                .graceful_shutdown_on(async move { shutdown.cancelled_owned().await })
+                .run(reconcile, error_policy, ctx.clone())
+                .for_each(|result| async move {
+                    match result {
+                        Ok((pipeline, _)) => tracing::debug!(%pipeline, "reconciled"),
+                        Err(controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
+                        Err(error) => warn!(%error, "controller"),
+                    }
+                }),
+        );
+    }
+    let autoscaler = scaler::run(scaler, stores, shutdown.clone());
+    let controllers = futures::future::join_all(controllers);
     info!("reconciling and autoscaling");
-    tokio::join!(controller, autoscaler);
+    tokio::join!(controllers, autoscaler);
     info!("controller and autoscaler stopped");
     Ok(())
 }

@@ -34,9 +34,14 @@ pub const VERSION: &str = "v1alpha1";
 /// Longest `metadata.name`: the longest child name (`NAME-redis-headless`) and
 /// the StatefulSet's `controller-revision-hash` label must stay within 63.
 pub const NAME_MAX_LEN: usize = 45;
-/// The command that regenerates the committed CRD file.
-pub const REGENERATE: &str =
-    "cargo run -p telemetry-operator --bin crdgen > crds/telemetrypipelines.yaml";
+/// The command that regenerates the committed CRD files: `crds/` and the
+/// Helm chart's copy.
+pub const REGENERATE: &str = "make crds";
+/// Where the CRD is committed, relative to the repository root.
+pub const COMMITTED: [&str; 2] = [
+    "crds/telemetrypipelines.yaml",
+    "charts/telemetry-pipeline/crds/telemetrypipelines.yaml",
+];
 
 /// A telemetry pipeline: ingest pods that validate, aggregate and store events
 /// in Redis, and the Redis they write to. The operator creates and maintains a
@@ -230,16 +235,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn committed_crd_matches_the_rust_types() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../crds/telemetrypipelines.yaml"
-        );
-        let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            committed == crd_yaml(),
-            "crds/telemetrypipelines.yaml is out of date with operator/src/crd.rs; regenerate it with:\n    {REGENERATE}"
-        );
+    fn committed_crds_match_the_rust_types() {
+        for file in COMMITTED {
+            let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                committed == crd_yaml(),
+                "{file} is out of date with operator/src/crd.rs; regenerate it with:\n    {REGENERATE}"
+            );
+        }
     }
 
     #[test]
@@ -343,7 +347,11 @@ mod tests {
 
         #[test]
         fn examples_pass_the_rules_and_parse_into_the_types() {
-            for file in ["pipeline-minimal.yaml", "pipeline-full.yaml"] {
+            for file in [
+                "pipeline-minimal.yaml",
+                "pipeline-full.yaml",
+                "pipeline-kind.yaml",
+            ] {
                 let obj = example(file);
                 check(&obj, None).unwrap_or_else(|e| panic!("{file}: {e:?}"));
                 let tp: TelemetryPipeline = serde_json::from_value(obj).unwrap();
@@ -392,6 +400,31 @@ mod tests {
                 "tolerance": {"scaleUp": 1.0}}}),
             );
             rejected_with(&obj, None, "scaleUp must be in [0, 1)");
+        }
+
+        #[test]
+        fn node_ports_need_a_node_port_or_load_balancer_service_and_must_differ() {
+            let svc = |service: Value| pipeline(json!({"ingest": {"service": service}}));
+            rejected_with(
+                &svc(json!({"nodePorts": {"http": 30080}})),
+                None,
+                "ingest.service.nodePorts needs ingest.service.type NodePort or LoadBalancer",
+            );
+            rejected_with(
+                &svc(json!({"type": "NodePort", "nodePorts": {"grpc": 30080, "http": 30080}})),
+                None,
+                "nodePorts.grpc and ingest.service.nodePorts.http must differ",
+            );
+            check(
+                &svc(json!({"type": "NodePort", "nodePorts": {"grpc": 30051, "http": 30080}})),
+                None,
+            )
+            .unwrap();
+            check(
+                &svc(json!({"type": "LoadBalancer", "nodePorts": {"http": 30080}})),
+                None,
+            )
+            .unwrap();
         }
 
         #[test]

@@ -458,11 +458,12 @@ fn has_autoscaler_status(tp: &TelemetryPipeline) -> bool {
     })
 }
 
-/// Runs the autoscaler until `shutdown`: polls `store` for pipelines that
-/// are due and ticks them, each in its own task.
+/// Runs the autoscaler until `shutdown`: polls the controllers' `stores`
+/// (one per watched namespace, or one for all) for pipelines that are due
+/// and ticks them, each in its own task.
 pub async fn run(
     scaler: Arc<Scaler>,
-    store: Store<TelemetryPipeline>,
+    stores: Vec<Store<TelemetryPipeline>>,
     shutdown: CancellationToken,
 ) {
     let mut poll = tokio::time::interval(POLL);
@@ -480,7 +481,8 @@ pub async fn run(
             }
             _ = poll.tick() => {}
         }
-        for tp in scaler.due(&store.state(), Instant::now()) {
+        let pipelines: Vec<_> = stores.iter().flat_map(|store| store.state()).collect();
+        for tp in scaler.due(&pipelines, Instant::now()) {
             let span = info_span!("autoscale", pipeline = %format!("{}/{}", tp.namespace().unwrap_or_default(), tp.name_any()));
             ticks.spawn(scaler.clone().tick(tp).instrument(span));
         }

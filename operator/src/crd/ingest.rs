@@ -59,8 +59,8 @@ pub struct IngestSpec {
     /// Log format of the ingest pods: plain or json.
     pub log_format: LogFormat,
 
-    /// Type of the ingest Service: ClusterIP, NodePort or LoadBalancer.
-    pub service_type: ServiceType,
+    /// The ingest Service: its type, node ports and annotations.
+    pub service: IngestService,
 
     /// Node labels the ingest pods must be scheduled on.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -101,7 +101,7 @@ impl Default for IngestSpec {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             shutdown_timeout_seconds: DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
             log_format: LogFormat::default(),
-            service_type: ServiceType::default(),
+            service: IngestService::default(),
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
             affinity: None,
@@ -134,6 +134,48 @@ impl Default for IngestPorts {
             http: DEFAULT_HTTP_PORT,
         }
     }
+}
+
+/// How the ingest Service is exposed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.type != 'ClusterIP' || !has(self.nodePorts)",
+     "message": "ingest.service.nodePorts needs ingest.service.type NodePort or LoadBalancer"}
+]))]
+pub struct IngestService {
+    /// ClusterIP (inside the cluster only), NodePort (also on a port of every
+    /// node, e.g. for kind's port mappings) or LoadBalancer.
+    #[serde(rename = "type")]
+    pub type_: ServiceType,
+
+    /// Fixed node ports for NodePort and LoadBalancer Services; a port left
+    /// out is allocated by Kubernetes. Must lie in the cluster's node-port
+    /// range (30000-32767 by default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_ports: Option<NodePorts>,
+
+    /// Annotations of the Service (load-balancer settings, for example).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Node ports of the ingest Service.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.grpc) || !has(self.http) || self.grpc != self.http",
+     "message": "ingest.service.nodePorts.grpc and ingest.service.nodePorts.http must differ"}
+]))]
+pub struct NodePorts {
+    /// Node port of the gRPC port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub grpc: Option<i32>,
+    /// Node port of the HTTP port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub http: Option<i32>,
 }
 
 /// When the kubelet pulls an image.

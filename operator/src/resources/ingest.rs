@@ -268,10 +268,16 @@ pub fn deployment(
 /// The ingest Service: gRPC and HTTP.
 pub fn service(tp: &TelemetryPipeline) -> Service {
     let ports = &tp.spec.ingest.ports;
+    let service = &tp.spec.ingest.service;
+    let node_ports = service.node_ports.clone().unwrap_or_default();
+    let mut metadata = child_meta(tp, Component::Ingest, Names::of(tp).ingest);
+    if !service.annotations.is_empty() {
+        metadata.annotations = Some(service.annotations.clone());
+    }
     Service {
-        metadata: child_meta(tp, Component::Ingest, Names::of(tp).ingest),
+        metadata,
         spec: Some(ServiceSpec {
-            type_: Some(tp.spec.ingest.service_type.as_str().to_string()),
+            type_: Some(service.type_.as_str().to_string()),
             selector: Some(selector_labels(tp, Component::Ingest)),
             ports: Some(vec![
                 ServicePort {
@@ -280,13 +286,14 @@ pub fn service(tp: &TelemetryPipeline) -> Service {
                     target_port: Some(IntOrString::String("grpc".to_string())),
                     protocol: Some("TCP".to_string()),
                     app_protocol: Some("kubernetes.io/h2c".to_string()),
-                    ..ServicePort::default()
+                    node_port: node_ports.grpc,
                 },
                 ServicePort {
                     name: Some("http".to_string()),
                     port: ports.http,
                     target_port: Some(IntOrString::String("http".to_string())),
                     protocol: Some("TCP".to_string()),
+                    node_port: node_ports.http,
                     ..ServicePort::default()
                 },
             ]),
@@ -299,7 +306,7 @@ pub fn service(tp: &TelemetryPipeline) -> Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ingest::{LogFormat, PullPolicy, ServiceType};
+    use crate::crd::ingest::{LogFormat, NodePorts, PullPolicy, ServiceType};
     use k8s_openapi::api::core::v1::Toleration;
     use telemetry_config::{AggregationConfig, WindowConfig};
 
@@ -524,11 +531,44 @@ mod tests {
         assert_eq!(value(&env, "TELEMETRY_LOG_FORMAT"), "plain");
         assert_eq!(value(&env, "TELEMETRY_QUEUE_CAPACITY"), "5000");
 
-        let tp = tp.with_ingest(|i| i.service_type = ServiceType::LoadBalancer);
+        let tp = tp.with_ingest(|i| i.service.type_ = ServiceType::LoadBalancer);
         let svc = service(&tp).spec.unwrap();
         assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
         let ports: Vec<_> = svc.ports.unwrap().into_iter().map(|p| p.port).collect();
         assert_eq!(ports, [9000, 9001]);
+    }
+
+    #[test]
+    fn a_node_port_service_carries_the_fixed_node_ports_and_annotations() {
+        let tp = TelemetryPipeline::test().with_ingest(|i| {
+            i.service.type_ = ServiceType::NodePort;
+            i.service.node_ports = Some(NodePorts {
+                grpc: Some(30051),
+                http: None,
+            });
+            i.service.annotations = [("example.com/lb".to_string(), "internal".to_string())].into();
+        });
+        let svc = service(&tp);
+        assert_eq!(
+            svc.metadata.annotations.unwrap()["example.com/lb"],
+            "internal"
+        );
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+        let node_ports: Vec<_> = spec
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.node_port))
+            .collect();
+        assert_eq!(
+            node_ports,
+            [
+                ("grpc".to_string(), Some(30051)),
+                ("http".to_string(), None)
+            ],
+            "an unset node port is left to Kubernetes"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 mod autoscaling;
 mod leader;
+mod monitoring;
 mod support;
 
 use std::time::Duration;

@@ -81,7 +81,7 @@ impl Operator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let http = format!("http://{}", listener.local_addr()?);
         let settings = Settings {
-            namespace: Some(ns.to_string()),
+            namespaces: vec![ns.to_string()],
             ingest_image: INGEST_IMAGE.to_string(),
             leader_election,
             ..Settings::default()
