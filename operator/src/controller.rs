@@ -157,7 +157,7 @@ async fn lead(
     ));
     let scaler = Arc::new(Scaler::new(
         client.clone(),
-        metrics,
+        metrics.clone(),
         settings.scrape_parallelism,
     )?);
     // One controller per watched namespace (or one for all): a watch spans
@@ -187,6 +187,8 @@ async fn lead(
     let controllers = futures::future::join_all(controllers);
     info!("reconciling and autoscaling");
     tokio::join!(controllers, autoscaler);
+    // Only the leader reports per-pipeline series.
+    metrics.forget_pipelines();
     info!("controller and autoscaler stopped");
     Ok(())
 }

@@ -1,5 +1,9 @@
 //! The operator's Prometheus metrics, in one struct.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use kube::ResourceExt;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -30,12 +34,24 @@ pub struct Metrics {
     /// `telemetry_operator_leader_transitions_total{transition}`: acquired,
     /// released (clean shutdown) or lost, by this replica.
     pub leader_transitions: IntCounterVec,
+    /// `telemetry_operator_pipeline_ready{namespace,pipeline}`: 1 while the
+    /// pipeline's Ready condition is True, else 0; only on the leader, and
+    /// only for pipelines that exist ([`Metrics::sync_pipelines`]).
+    pub pipeline_ready: IntGaugeVec,
+    /// The pipelines that have per-pipeline series, so that a deleted one's
+    /// series are removed.
+    known: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
 
 /// What the autoscaler measures and decides, per pipeline
 /// (`namespace`, `pipeline` labels) where it makes sense.
 #[derive(Clone)]
 pub struct AutoscalerMetrics {
+    /// `telemetry_operator_autoscaler_min_replicas`: the spec's bound.
+    pub min_replicas: IntGaugeVec,
+    /// `telemetry_operator_autoscaler_max_replicas`: the spec's bound (an
+    /// alert compares the desired replicas with it).
+    pub max_replicas: IntGaugeVec,
     /// `telemetry_operator_autoscaler_desired_replicas`.
     pub desired_replicas: IntGaugeVec,
     /// `telemetry_operator_autoscaler_current_replicas`.
@@ -81,6 +97,14 @@ impl AutoscalerMetrics {
         )?;
         registry.register(Box::new(scrape_duration.clone()))?;
         Ok(Self {
+            min_replicas: gauge(
+                "telemetry_operator_autoscaler_min_replicas",
+                "spec.autoscaling.minReplicas of the pipeline",
+            )?,
+            max_replicas: gauge(
+                "telemetry_operator_autoscaler_max_replicas",
+                "spec.autoscaling.maxReplicas of the pipeline",
+            )?,
             desired_replicas: gauge(
                 "telemetry_operator_autoscaler_desired_replicas",
                 "Ingest replicas the autoscaler decided on at its last tick",
@@ -113,6 +137,26 @@ impl AutoscalerMetrics {
                 &["result"],
             )?,
         })
+    }
+}
+
+impl AutoscalerMetrics {
+    /// Removes the pipeline's series: it was deleted, or is no longer
+    /// autoscaled.
+    pub fn forget(&self, namespace: &str, pipeline: &str) {
+        let labels = [namespace, pipeline];
+        for gauge in [
+            &self.min_replicas,
+            &self.max_replicas,
+            &self.desired_replicas,
+            &self.current_replicas,
+            &self.queue_depth,
+            &self.redis_busy_permille,
+            &self.redis_saturated,
+        ] {
+            // Absent series are fine: not every pipeline has every one.
+            let _ = gauge.remove_label_values(&labels);
+        }
     }
 }
 
@@ -194,8 +238,16 @@ impl Metrics {
         registry.register(Box::new(child_writes.clone()))?;
         registry.register(Box::new(status_writes.clone()))?;
         let autoscaler = AutoscalerMetrics::new(&registry)?;
+        let pipeline_ready = IntGaugeVec::new(
+            Opts::new(
+                "telemetry_operator_pipeline_ready",
+                "1 while the pipeline's Ready condition is True, else 0 (reported by the leader)",
+            ),
+            &["namespace", "pipeline"],
+        )?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(leader_transitions.clone()))?;
+        registry.register(Box::new(pipeline_ready.clone()))?;
         Ok(Self {
             registry,
             reconciliations,
@@ -206,7 +258,38 @@ impl Metrics {
             autoscaler,
             leader,
             leader_transitions,
+            pipeline_ready,
+            known: Arc::default(),
         })
+    }
+
+    /// Brings the per-pipeline series in line with the pipelines that exist:
+    /// `telemetry_operator_pipeline_ready` for each, and no series at all for
+    /// the ones that are gone (their autoscaler gauges included).
+    pub fn sync_pipelines(&self, pipelines: &[Arc<crate::TelemetryPipeline>]) {
+        let live: BTreeSet<(String, String)> = pipelines
+            .iter()
+            .map(|tp| (tp.namespace().unwrap_or_default(), tp.name_any()))
+            .collect();
+        let mut known = self.known.lock().expect("not poisoned");
+        for (ns, name) in known.difference(&live) {
+            let _ = self.pipeline_ready.remove_label_values(&[ns, name]);
+            self.autoscaler.forget(ns, name);
+        }
+        for tp in pipelines {
+            let ready = tp
+                .condition(crate::status::READY)
+                .is_some_and(|c| c.status == "True");
+            self.pipeline_ready
+                .with_label_values(&[&tp.namespace().unwrap_or_default(), &tp.name_any()])
+                .set(i64::from(ready));
+        }
+        *known = live;
+    }
+
+    /// Removes every per-pipeline series: this replica stopped leading.
+    pub fn forget_pipelines(&self) {
+        self.sync_pipelines(&[]);
     }
 
     /// Counts one failed reconciliation under its reason.
@@ -278,5 +361,54 @@ mod tests {
             text.contains("telemetry_operator_leader_transitions_total{transition=\"released\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn per_pipeline_series_follow_the_pipelines_that_exist() {
+        let m = Metrics::new().unwrap();
+        let named = |name: &str, ready: Option<&str>| {
+            let mut tp = crate::TelemetryPipeline::test();
+            tp.metadata.name = Some(name.into());
+            if let Some(status) = ready {
+                tp.status = Some(crate::TelemetryPipelineStatus {
+                    conditions: vec![
+                        serde_json::from_value(serde_json::json!({
+                            "type": "Ready", "status": status, "reason": "R", "message": "",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z"
+                        }))
+                        .unwrap(),
+                    ],
+                    ..Default::default()
+                });
+            }
+            Arc::new(tp)
+        };
+        let a = named("a", Some("True"));
+        let b = named("b", Some("False"));
+        let c = named("c", None);
+        m.sync_pipelines(&[a.clone(), b.clone(), c.clone()]);
+        m.autoscaler
+            .max_replicas
+            .with_label_values(&["ns", "b"])
+            .set(4);
+        let text = m.render();
+        for line in [
+            r#"telemetry_operator_pipeline_ready{namespace="ns",pipeline="a"} 1"#,
+            r#"telemetry_operator_pipeline_ready{namespace="ns",pipeline="b"} 0"#,
+            r#"telemetry_operator_pipeline_ready{namespace="ns",pipeline="c"} 0"#,
+            r#"telemetry_operator_autoscaler_max_replicas{namespace="ns",pipeline="b"} 4"#,
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+
+        // b is deleted: its series go, autoscaler gauges included.
+        m.sync_pipelines(&[a.clone(), c.clone()]);
+        let text = m.render();
+        assert!(!text.contains(r#"pipeline="b""#), "{text}");
+        assert!(text.contains(r#"pipeline="a"} 1"#), "{text}");
+
+        // Leadership ends: no per-pipeline series at all.
+        m.forget_pipelines();
+        assert!(!m.render().contains("pipeline="), "{}", m.render());
     }
 }

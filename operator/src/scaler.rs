@@ -217,6 +217,12 @@ impl Scaler {
         let mut history = decision.history.clone();
         let labels = [ns.as_str(), name.as_str()];
         let m = &self.metrics.autoscaler;
+        m.min_replicas
+            .with_label_values(&labels)
+            .set(i64::from(spec.min_replicas));
+        m.max_replicas
+            .with_label_values(&labels)
+            .set(i64::from(spec.max_replicas));
         m.current_replicas
             .with_label_values(&labels)
             .set(i64::from(current));
@@ -434,6 +440,9 @@ impl Scaler {
         }
         self.apply_status(tp, serde_json::json!({}), "clear")
             .await?;
+        self.metrics
+            .autoscaler
+            .forget(&tp.namespace().unwrap_or_default(), &tp.name_any());
         self.pipelines
             .lock()
             .expect("not poisoned")
@@ -482,6 +491,9 @@ pub async fn run(
             _ = poll.tick() => {}
         }
         let pipelines: Vec<_> = stores.iter().flat_map(|store| store.state()).collect();
+        // The per-pipeline series follow the same cache: a deleted
+        // pipeline's series go with it.
+        scaler.metrics.sync_pipelines(&pipelines);
         for tp in scaler.due(&pipelines, Instant::now()) {
             let span = info_span!("autoscale", pipeline = %format!("{}/{}", tp.namespace().unwrap_or_default(), tp.name_any()));
             ticks.spawn(scaler.clone().tick(tp).instrument(span));
