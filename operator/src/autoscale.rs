@@ -21,6 +21,7 @@
 //! keeps the returned [`History`] in the pipeline's status.
 
 pub mod behavior;
+pub mod drain;
 pub mod metric;
 pub mod victim;
 

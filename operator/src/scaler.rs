@@ -29,11 +29,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::autoscale::{
     self, Action, Decision, History, Inputs, Millis, Phase, PodInput, Recommendation, ScaleEvent,
-    Verdict, condition, victim,
+    Verdict, condition, drain, victim,
 };
 use crate::crd::TelemetryPipeline;
 use crate::crd::autoscaling::{
-    AutoscalingSpec, AutoscalingStatus, RecommendationRecord, ScaleEventRecord,
+    AutoscalingSpec, AutoscalingStatus, DrainStatus, RecommendationRecord, ScaleEventRecord,
 };
 use crate::metrics::Metrics;
 use crate::resources::{AUTOSCALER_MANAGER, Names, ingest};
@@ -53,6 +53,9 @@ struct Tracked {
     history: Option<History>,
     next_due: Option<Instant>,
     ticking: bool,
+    /// A longer shutdown timeout measured under load, waiting for a calm
+    /// tick to be applied ([`drain::calm`]).
+    pending_drain: Option<DrainStatus>,
 }
 
 /// The autoscaler: a client, metrics, a scraper and per-pipeline state.
@@ -183,7 +186,7 @@ impl Scaler {
             .observe(scrape_started.elapsed().as_secs_f64());
         let now = now_ms();
 
-        let (inputs, history) = {
+        let (inputs, history, slowest) = {
             let mut map = self.pipelines.lock().expect("not poisoned");
             let t = map.entry(Self::key(tp)).or_default();
             t.cache.retain(
@@ -210,9 +213,15 @@ impl Scaler {
             let history = t.history.clone().unwrap_or_else(|| {
                 history_from_status(tp.status.as_ref().and_then(|s| s.autoscaling.as_ref()), now)
             });
-            (inputs, history)
+            let slowest = drain::slowest_rate(pods.iter().map(|p| {
+                let name = p.name_any();
+                let queue = t.cache.queue(&name).map_or(0, |q| q.value / 1000);
+                (queue, t.cache.drain_rate(&name))
+            }));
+            (inputs, history, slowest)
         };
-
+        let held = held_status(tp).and_then(|a| a.drain.as_ref());
+        let ingest = &tp.spec.ingest;
         let decision = autoscale::decide(spec, &history, &inputs, now);
         let mut history = decision.history.clone();
         let labels = [ns.as_str(), name.as_str()];
@@ -274,10 +283,78 @@ impl Scaler {
             let mut map = self.pipelines.lock().expect("not poisoned");
             map.entry(Self::key(tp)).or_default().history = Some(history.clone());
         }
+        let drain = self.drain_after(tp, &decision, slowest, held);
         let scaled_now = matches!(scaled, Ok(true));
-        self.write_status(tp, &decision, &inputs, &history, scaled_now.then_some(now))
-            .await?;
+        let mut status = status_of(
+            &decision,
+            &inputs,
+            &history,
+            scaled_now.then_some(now),
+            held_status(tp),
+        );
+        status.drain = drain.clone();
+        self.write_status(tp, &decision, status).await?;
+        if let Some(raised) =
+            drain.filter(|d| held.is_none_or(|h| d.timeout_seconds > h.timeout_seconds))
+        {
+            let note = format!(
+                "Ingest pods store {} events/s while backlogged: a full queue of {} needs more than {} s; shutdown timeout raised to {} s (rolls the ingest pods)",
+                raised.events_per_second,
+                raised.queue_capacity,
+                held.map_or(ingest.shutdown_timeout_seconds, |h| h.timeout_seconds),
+                raised.timeout_seconds
+            );
+            crate::event::publish(
+                &self.recorder,
+                tp,
+                EventType::Normal,
+                "DrainTimeoutRaised",
+                "Autoscale",
+                note,
+            )
+            .await;
+        }
         scaled.map(|_| ())
+    }
+
+    /// The derived shutdown timeout to write this tick: a raise measured now
+    /// or earlier is applied only on a calm tick, and kept pending until one.
+    fn drain_after(
+        &self,
+        tp: &TelemetryPipeline,
+        decision: &Decision,
+        slowest: Option<u64>,
+        held: Option<&DrainStatus>,
+    ) -> Option<DrainStatus> {
+        let ingest = &tp.spec.ingest;
+        let (timeout, capacity) = (ingest.shutdown_timeout_seconds, ingest.queue_capacity);
+        let mut map = self.pipelines.lock().expect("not poisoned");
+        let t = map.entry(Self::key(tp)).or_default();
+        let known = drain::higher(capacity, held, t.pending_drain.as_ref());
+        let wanted = drain::derive(timeout, capacity, slowest, known.as_ref());
+        let bounds = tp
+            .spec
+            .autoscaling
+            .as_ref()
+            .map_or((1, i32::MAX), |a| (autoscale::floor(a), a.max_replicas));
+        let calm = drain::calm(
+            matches!(decision.action, Action::Hold),
+            (decision.current, decision.desired),
+            decision.history.recommendations.last().map(|r| r.replicas),
+            bounds,
+            decision.queue.as_ref().map_or(0, |q| q.max / 1000),
+        );
+        let kept = drain::derive(timeout, capacity, None, held);
+        if calm {
+            t.pending_drain = None;
+            wanted
+        } else {
+            t.pending_drain = wanted.filter(|w| {
+                kept.as_ref()
+                    .is_none_or(|k| w.timeout_seconds > k.timeout_seconds)
+            });
+            kept
+        }
     }
 
     /// Carries out a decision; returns whether the replica count changed.
@@ -371,11 +448,9 @@ impl Scaler {
         &self,
         tp: &TelemetryPipeline,
         decision: &Decision,
-        inputs: &Inputs,
-        history: &History,
-        scaled_at: Option<Millis>,
+        new: AutoscalingStatus,
     ) -> Result<()> {
-        let old = tp.status.as_ref().and_then(|s| s.autoscaling.clone());
+        let old = held_status(tp).cloned();
         let old_conditions: Vec<Condition> = tp
             .status
             .iter()
@@ -383,7 +458,6 @@ impl Scaler {
             .filter(|c| AUTOSCALER_CONDITIONS.contains(&c.type_.as_str()))
             .cloned()
             .collect();
-        let new = status_of(decision, inputs, history, scaled_at, old.as_ref());
         let now = Time(Timestamp::now());
         let conditions = conditions_of(decision, &old_conditions, tp.metadata.generation, &now);
         if !needs_write(old.as_ref(), &new) && same_conditions(&old_conditions, &conditions) {
@@ -449,6 +523,11 @@ impl Scaler {
             .remove(&Self::key(tp));
         Ok(())
     }
+}
+
+/// The autoscaler's part of the pipeline's status, as last read.
+fn held_status(tp: &TelemetryPipeline) -> Option<&AutoscalingStatus> {
+    tp.status.as_ref().and_then(|s| s.autoscaling.as_ref())
 }
 
 /// The condition types the autoscaler writes.
@@ -698,6 +777,8 @@ pub fn status_of(
             })
             .collect(),
         consecutive_failures: i32::try_from(history.consecutive_failures).unwrap_or(i32::MAX),
+        // The caller sets it: it depends on the pods, not on the decision.
+        drain: None,
     }
 }
 

@@ -405,6 +405,26 @@ pub struct AutoscalingStatus {
     /// Ticks in a row without any valid metric (reset by a tick with one).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub consecutive_failures: i32,
+
+    /// The ingest pods' shutdown timeout derived from the measured drain
+    /// rate, when it is longer than `spec.ingest.shutdownTimeoutSeconds`;
+    /// the ingest Deployment uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainStatus>,
+}
+
+/// A shutdown timeout the autoscaler derived from what it measured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainStatus {
+    /// Seconds an ingest pod gets to store its queue after SIGTERM (its
+    /// terminationGracePeriodSeconds adds the preStop pause and a margin).
+    pub timeout_seconds: i32,
+    /// The queue capacity it was derived for; a new capacity starts over.
+    pub queue_capacity: i32,
+    /// The slowest drain rate measured when it was last raised, in events
+    /// per second.
+    pub events_per_second: i64,
 }
 
 fn is_zero(n: &i32) -> bool {

@@ -63,12 +63,26 @@ pub fn config_text(tp: &TelemetryPipeline) -> String {
     )
 }
 
+/// Seconds an ingest pod gets after SIGTERM to store its queue:
+/// `spec.ingest.shutdownTimeoutSeconds`, or the longer timeout the
+/// autoscaler derived from the measured drain rate for this queue capacity
+/// ([`crate::autoscale::drain`]).
+pub fn shutdown_timeout_seconds(tp: &TelemetryPipeline) -> i32 {
+    let spec = &tp.spec.ingest;
+    let derived = tp
+        .status
+        .as_ref()
+        .and_then(|s| s.autoscaling.as_ref())
+        .and_then(|a| a.drain.as_ref())
+        .filter(|d| tp.autoscaling_enabled() && d.queue_capacity == spec.queue_capacity)
+        .map_or(0, |d| d.timeout_seconds);
+    spec.shutdown_timeout_seconds.max(derived)
+}
+
 /// terminationGracePeriodSeconds of an ingest pod: preStop, then the drain
 /// timeout the process is given, then a margin.
 pub fn termination_grace_period_seconds(tp: &TelemetryPipeline) -> i64 {
-    PRE_STOP_SLEEP_SECONDS
-        + i64::from(tp.spec.ingest.shutdown_timeout_seconds)
-        + GRACE_MARGIN_SECONDS
+    PRE_STOP_SLEEP_SECONDS + i64::from(shutdown_timeout_seconds(tp)) + GRACE_MARGIN_SECONDS
 }
 
 /// The label selector of the ingest pods as a string (status.selector, for the
@@ -112,7 +126,7 @@ pub fn deployment(
         env("TELEMETRY_QUEUE_CAPACITY", spec.queue_capacity.to_string()),
         env(
             "TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS",
-            spec.shutdown_timeout_seconds.to_string(),
+            shutdown_timeout_seconds(tp).to_string(),
         ),
         env("TELEMETRY_LOG_FORMAT", spec.log_format.as_str()),
     ];
@@ -433,6 +447,46 @@ mod tests {
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
         assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    }
+
+    #[test]
+    fn a_derived_drain_timeout_lengthens_the_shutdown_timeout_and_grace_period() {
+        let with_drain = |capacity: i32, timeout: i32| {
+            let mut tp = TelemetryPipeline::test();
+            tp.spec.autoscaling = Some(crate::crd::AutoscalingSpec::test(1, 4));
+            tp.status = Some(crate::TelemetryPipelineStatus {
+                autoscaling: Some(crate::crd::autoscaling::AutoscalingStatus {
+                    drain: Some(crate::crd::autoscaling::DrainStatus {
+                        timeout_seconds: timeout,
+                        queue_capacity: capacity,
+                        events_per_second: 1_000,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            tp
+        };
+        let tp = with_drain(100_000, 300);
+        let d = deployment(&tp, IMAGE, Some(1));
+        assert_eq!(
+            value(&env_of(&d), "TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS"),
+            "300"
+        );
+        assert_eq!(pod(&d).termination_grace_period_seconds, Some(5 + 300 + 10));
+
+        // Derived for another capacity, or shorter than the spec: the spec.
+        for tp in [with_drain(50_000, 300), with_drain(100_000, 10)] {
+            let d = deployment(&tp, IMAGE, Some(1));
+            assert_eq!(
+                value(&env_of(&d), "TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS"),
+                "25"
+            );
+        }
+        // Autoscaling turned off: the spec.
+        let mut tp = with_drain(100_000, 300);
+        tp.spec.autoscaling = None;
+        assert_eq!(shutdown_timeout_seconds(&tp), 25);
     }
 
     #[test]

@@ -23,7 +23,9 @@ use telemetry_testenv::wait_for;
 use crate::support::{Operator, World, device_counts, election, pod_ip, telemetryctl};
 
 /// A pipeline that scales between 1 and 4 pods on a small queue target,
-/// ticking every 3 s and shrinking after a 15 s window.
+/// ticking every 3 s and shrinking after a 15 s window. Its shutdown timeout
+/// covers a full queue at a debug build's drain rate, so no derived raise
+/// rolls the pods mid-test (that has its own test below).
 fn pipeline(name: &str) -> String {
     format!(
         r#"
@@ -31,6 +33,8 @@ apiVersion: telemetrypipeline.io/v1alpha1
 kind: TelemetryPipeline
 metadata: {{name: {name}}}
 spec:
+  ingest:
+    shutdownTimeoutSeconds: 120
   autoscaling:
     minReplicas: 1
     maxReplicas: 4
@@ -831,6 +835,119 @@ async fn a_paused_pipeline_is_not_scaled_until_it_is_resumed() -> anyhow::Result
     log.wait(2, SYNC * 3 + SLACK).await?;
     let status = autoscaling_status(&world, name).await?;
     assert_eq!(scale_events(&status, 1, 2), 1, "{status:?}");
+
+    world.operator.unwrap().stop().await?;
+    world.ns.cleanup().await
+}
+
+/// A queue far larger than the default shutdown timeout can drain at the
+/// rate the pod really stores while backlogged: once the load is gone the
+/// autoscaler raises the timeout, says so, and the Deployment gives the pods
+/// that much time.
+#[tokio::test]
+async fn a_slow_drain_raises_the_shutdown_timeout_and_the_grace_period() -> anyhow::Result<()> {
+    let world = World::new("as-drain").await?;
+    let name = "drain";
+    let yaml = format!(
+        r#"
+apiVersion: telemetrypipeline.io/v1alpha1
+kind: TelemetryPipeline
+metadata: {{name: {name}}}
+spec:
+  ingest:
+    queueCapacity: 10000000
+  autoscaling:
+    minReplicas: 1
+    maxReplicas: 1
+    syncPeriodSeconds: 2
+    targetQueueDepthPerPod: 100000
+    scrape: {{timeoutSeconds: 2}}
+"#
+    );
+    apply(&world, name, &yaml).await?;
+    world.wait_ready(name).await?;
+    let pod = world.ingest_pods(name, 1).await?.remove(0);
+    let grpc = format!("http://{}:50051", pod_ip(&pod));
+    let load = tokio::spawn(async move {
+        telemetryctl(&[
+            "send",
+            "--grpc",
+            &grpc,
+            "--n",
+            "200000",
+            "--devices",
+            "100",
+            "--concurrency",
+            "16",
+            "--batch",
+            "1000",
+            "--no-progress",
+        ])
+        .await
+    });
+
+    // Measured under load, applied once the load is gone: the sender sees
+    // every event acknowledged (no roll while it sends).
+    load.await??;
+    let api = world.api::<TelemetryPipeline>();
+    let drain = wait_for(
+        "a derived drain timeout in the status",
+        Duration::from_secs(120),
+        || {
+            let api = api.clone();
+            async move { api.get(name).await.ok()?.status?.autoscaling?.drain }
+        },
+    )
+    .await?;
+    // 10 000 000 events at the measured rate, with the margins, rounded up
+    // to a step: more than the spec's 25 s.
+    let needed = telemetry_operator::autoscale::drain::needed_seconds(
+        10_000_000,
+        u64::try_from(drain.events_per_second)?,
+    );
+    assert_eq!(drain.queue_capacity, 10_000_000);
+    assert_eq!(
+        drain.timeout_seconds,
+        telemetry_operator::autoscale::drain::step_up(needed)
+    );
+    assert!(drain.timeout_seconds > 25, "{drain:?}");
+
+    let deployments = world.api::<Deployment>();
+    let expected_grace = i64::from(5 + drain.timeout_seconds + 10);
+    let template = wait_for(
+        "the Deployment to carry the derived timeout",
+        Duration::from_secs(60),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let d = deployments.get(&format!("{name}-ingest")).await.ok()?;
+                let spec = d.spec?.template.spec?;
+                (spec.termination_grace_period_seconds >= Some(expected_grace)).then_some(spec)
+            }
+        },
+    )
+    .await?;
+    let env = template.containers[0].env.clone().unwrap_or_default();
+    let timeout = env
+        .iter()
+        .find(|e| e.name == "TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS")
+        .and_then(|e| e.value.clone());
+    let applied: i32 = timeout.as_deref().unwrap_or("0").parse()?;
+    assert!(applied >= drain.timeout_seconds, "{timeout:?} vs {drain:?}");
+    let events = world
+        .kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=DrainTimeoutRaised",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ])
+        .await?;
+    assert!(
+        events.contains("shutdown timeout raised to"),
+        "no DrainTimeoutRaised event: {events}"
+    );
 
     world.operator.unwrap().stop().await?;
     world.ns.cleanup().await
