@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use telemetry_proto::v1::Packet;
 use telemetry_proto::v1::telemetry_query_client::TelemetryQueryClient;
 
-use crate::support::{Ingest, Redis, packet, pipeline};
+use crate::support::{Ingest, Redis, packet, pipeline, wait_for};
 
 const CONFIG: &str = r#"
 recentEvents: { perDevice: 3 }
@@ -442,7 +442,8 @@ async fn recent_event_lists_expire_after_their_ttl_and_are_refreshed_by_new_even
         "TTL set on creation: {first} ms"
     );
     // Past the slack, a new event of `keep` sets its TTL again; `lapse`
-    // gets nothing and runs out.
+    // gets nothing and runs out. Not a wait for a condition: Redis TTLs run
+    // on the wall clock, and letting the slack pass is the scenario.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     send(&ingest, vec![event("keep", "k1", "x", "u", 1.0, now_ms())]).await;
     let refreshed = ttl_ms("keep");
@@ -450,9 +451,16 @@ async fn recent_event_lists_expire_after_their_ttl_and_are_refreshed_by_new_even
         refreshed > first - 1_500 + 500,
         "refreshed: {first} → {refreshed} ms"
     );
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
-    let (_, lapsed) = get(&ingest, "/api/v1/devices/lapse/recent").await;
-    assert_eq!(lapsed, json!([]), "an idle device's list expires");
+    // An idle device's list expires (about 1.5 s from now); `keep`'s lives
+    // 1.5 s longer.
+    wait_for(
+        "the idle device's list to expire",
+        Duration::from_secs(3),
+        || async {
+            (get(&ingest, "/api/v1/devices/lapse/recent").await.1 == json!([])).then_some(())
+        },
+    )
+    .await;
     let (_, kept) = get(&ingest, "/api/v1/devices/keep/recent").await;
     assert_eq!(kept.as_array().map(Vec::len), Some(2), "{kept}");
     ingest.stop().await;
@@ -527,26 +535,23 @@ async fn config_change_during_a_stream_loses_and_doubles_nothing() {
     let sender = tokio::spawn(telemetry_ingest::ctl::send::send(args));
     // The change lands mid-stream: once part of the stream is stored (the
     // sender needs 2.5 s for all of it), however long it took to start.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while redis.events(&p) < 2_000 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the stream never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "the stream to be flowing",
+        Duration::from_secs(10),
+        || async { (redis.events(&p) >= 2_000).then_some(()) },
+    )
+    .await;
     std::fs::write(
         config.path(),
         "windows: [{ name: before, aggregates: [count] }, { name: after, aggregates: [count] }]\n",
     )
     .unwrap();
-    while get(&ingest, "/api/v1/windows/after?minutes=1").await.0 != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the change was never picked up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "the change to be picked up",
+        Duration::from_secs(10),
+        || async { (get(&ingest, "/api/v1/windows/after?minutes=1").await.0 == 200).then_some(()) },
+    )
+    .await;
     let summary = sender.await.unwrap().unwrap();
     assert!(summary.consistent(), "{summary:?}");
     assert_eq!(
@@ -566,7 +571,15 @@ async fn config_change_during_a_stream_loses_and_doubles_nothing() {
     );
     // An invalid file is refused and the running config stays.
     std::fs::write(config.path(), "windows: [{ name: Bad! }]\n").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(
+        "the invalid file to be read",
+        Duration::from_secs(5),
+        || async {
+            let refused = r#"telemetry_ingest_config_reloads_total{result="invalid"}"#;
+            (ingest.metric(refused).await >= 1.0).then_some(())
+        },
+    )
+    .await;
     assert_eq!(get(&ingest, "/api/v1/windows/after?minutes=1").await.0, 200);
     ingest.stop().await;
 }

@@ -5,7 +5,11 @@ use std::time::{Duration, Instant};
 use telemetry_ingest::ctl::send::{GrpcMode, PayloadKind, SendArgs, Summary, send};
 use telemetry_proto::v1::Packet;
 
-use crate::support::{Ingest, IngestProcess, Redis, packet, pipeline};
+use crate::support::{Ingest, IngestProcess, Redis, packet, pipeline, wait_for};
+
+/// `--flush-timeout-ms` of the Redis restart test: how long a flush retries
+/// before its events are answered UNAVAILABLE.
+const FLUSH_TIMEOUT: Duration = Duration::from_millis(1000);
 
 fn load(grpc: String, n: u64, rate: u64, retries: u32) -> SendArgs {
     SendArgs {
@@ -65,7 +69,12 @@ async fn full_queue_answers_429_and_resource_exhausted_and_loses_nothing_accepte
     };
     let url = format!("{}/api/v1/events/batch", ingest.http_url());
     let first = tokio::spawn(http.post(&url).json(&batch("a")).send());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for(
+        "the first batch to be queued",
+        Duration::from_secs(2),
+        || async { (ingest.metric("telemetry_ingest_queue_depth").await >= 300.0).then_some(()) },
+    )
+    .await;
 
     // 300 of 512 are taken: the next batch is refused at once with 429.
     let started = Instant::now();
@@ -124,8 +133,11 @@ async fn full_queue_answers_429_and_resource_exhausted_and_loses_nothing_accepte
         .await
         .unwrap();
     assert_eq!(again["accepted"], 300);
-    // Let anything the refused stream enqueued before giving up settle.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Anything the refused stream enqueued before giving up is flushed too.
+    wait_for("the queue to drain", Duration::from_secs(5), || async {
+        (ingest.metric("telemetry_ingest_queue_depth").await == 0.0).then_some(())
+    })
+    .await;
     let stored = redis.events(&p);
     assert!(
         stored >= 600 + accepted,
@@ -143,13 +155,27 @@ async fn full_queue_answers_429_and_resource_exhausted_and_loses_nothing_accepte
 async fn redis_restart_during_a_stream_gives_unavailable_then_recovers_with_exact_totals() {
     let mut redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     let p = pipeline("restart");
-    let ingest = Ingest::start(&redis.url(), &p, &["--flush-timeout-ms=1000"]).await;
+    let flush_timeout = format!("--flush-timeout-ms={}", FLUSH_TIMEOUT.as_millis());
+    let ingest = Ingest::start(&redis.url(), &p, &[flush_timeout.as_str()]).await;
     let sender = tokio::spawn(send(load(ingest.grpc_url(), 20_000, 5_000, 500)));
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Redis goes away mid-stream: once part of it is stored (the sender needs
+    // 4 s for all of it).
+    wait_for(
+        "the stream to be flowing",
+        Duration::from_secs(10),
+        || async { (redis.events(&p) >= 2_000).then_some(()) },
+    )
+    .await;
     redis.stop();
+    let stopped = Instant::now();
 
-    // With Redis gone a call fails fast and readiness drops.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // With Redis gone readiness drops, and from then on a call fails fast.
+    wait_for(
+        "readiness to turn false while Redis is down",
+        Duration::from_secs(3),
+        || async { (!ingest.ready().await).then_some(()) },
+    )
+    .await;
     let started = Instant::now();
     let r = reqwest::Client::new()
         .post(format!("{}/api/v1/events", ingest.http_url()))
@@ -162,14 +188,6 @@ async fn redis_restart_during_a_stream_gives_unavailable_then_recovers_with_exac
         started.elapsed() < Duration::from_secs(1),
         "503 within a second"
     );
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while ingest.ready().await {
-        assert!(
-            Instant::now() < deadline,
-            "readiness should turn false while Redis is down"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let mut grpc = ingest.client().await;
     let err = grpc
         .stream_packets(tokio_stream::iter(vec![packet("x", "down2")]))
@@ -177,7 +195,12 @@ async fn redis_restart_during_a_stream_gives_unavailable_then_recovers_with_exac
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
 
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Not a wait for a condition: the length of the outage is the scenario.
+    // It outlasts the ingest's own flush retries, so whatever of the sender's
+    // was in flight when Redis went is answered UNAVAILABLE, and the calls the
+    // sender makes meanwhile are refused: both have to be retried.
+    let outage = FLUSH_TIMEOUT + Duration::from_millis(200);
+    tokio::time::sleep(outage.saturating_sub(stopped.elapsed())).await;
     redis.restart();
     ingest.wait_ready(Duration::from_secs(10)).await;
 
@@ -207,24 +230,24 @@ async fn sigterm_during_streams_drains_and_everything_acknowledged_is_in_redis()
         4_000,
         0,
     )));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_for(
+        "the stream to be flowing",
+        Duration::from_secs(10),
+        || async { (redis.events(&p) >= 2_000).then_some(()) },
+    )
+    .await;
     let ready = reqwest::get(format!("http://{}/readyz", ingest.http))
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
     ingest.sigterm();
-    let started = Instant::now();
     let mut ingest = ingest;
-    let status = loop {
-        if let Some(status) = ingest.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "telemetry-ingest did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = wait_for(
+        "telemetry-ingest to exit after SIGTERM",
+        Duration::from_secs(10),
+        || std::future::ready(ingest.child.try_wait().unwrap()),
+    )
+    .await;
     assert!(status.success(), "clean exit after draining: {status}");
     let summary: Summary = sender.await.unwrap().unwrap();
     assert!(

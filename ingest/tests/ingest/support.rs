@@ -1,7 +1,8 @@
 //! Test support: a real redis-server on a free loopback port, ingest servers
-//! (in-process or the real binary), a TCP proxy that can drop replies, and
-//! small clients.
+//! (in-process or the real binary), a TCP proxy that can drop replies, small
+//! clients, and [`wait_for`], which tests use instead of sleeping.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -209,14 +210,25 @@ impl Ingest {
     }
 
     pub async fn wait_ready(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while !self.ready().await {
-            assert!(
-                Instant::now() < deadline,
-                "ingest not ready within {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for("ingest to be ready", limit, || async {
+            self.ready().await.then_some(())
+        })
+        .await;
+    }
+
+    /// The value of one series on `/metrics`, named as it is printed there
+    /// (`name` or `name{label="value"}`); 0 while the series is absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.http_url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter_map(|line| line.split_once(' '))
+            .find(|(name, _)| *name == series)
+            .map_or(0.0, |(_, value)| value.trim().parse().unwrap())
     }
 
     pub async fn stop(self) {
@@ -246,19 +258,18 @@ impl IngestProcess {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Built first, so a start that times out still kills the child.
         let p = IngestProcess { child, grpc, http };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if matches!(reqwest::get(format!("http://{http}/readyz")).await, Ok(r) if r.status() == 200)
-            {
-                return p;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "telemetry-ingest did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for(
+            "telemetry-ingest to be ready",
+            Duration::from_secs(20),
+            || async {
+                matches!(reqwest::get(format!("http://{http}/readyz")).await, Ok(r) if r.status() == 200)
+                    .then_some(())
+            },
+        )
+        .await;
+        p
     }
 
     pub fn sigterm(&self) {
@@ -275,6 +286,27 @@ impl Drop for IngestProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, and returns that; fails
+/// the test naming `what` once `limit` has passed. Tests wait for the
+/// condition they need with this rather than sleeping for a guessed time.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
