@@ -13,9 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::event::{Event, RawEvent};
 use crate::health::Health;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::queue::{Queue, Reply, Wait};
-use crate::validate::{Limits, Rejection, validate};
+use crate::validate::{Rejection, validate};
 use crate::{Error, Result};
 
 /// Events per chunk a handler enqueues at once.

@@ -12,6 +12,8 @@
 //! ```
 //!
 //! - [`config`]: flags (each also a `TELEMETRY_*` env var) and defaults.
+//! - [`limits`]: how large an event may be, and the `--max-*` defaults;
+//!   [`config`] sets them, [`validate`] checks them (neither reads the other).
 //! - [`event`], [`validate`]: the event, its JSON form, and its rules (pure).
 //! - [`intake`]: per-call admission, chunking and the tally of an answer.
 //! - [`queue`]: the bounded queue; its depth is what the operator scales on.
@@ -39,6 +41,7 @@ pub mod health;
 pub mod http;
 pub mod intake;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod query;

@@ -8,38 +8,8 @@
 
 use std::fmt;
 
-use crate::config::{
-    DEFAULT_MAX_ATTRIBUTES, DEFAULT_MAX_FUTURE_SKEW_SECONDS, DEFAULT_MAX_PAST_AGE_SECONDS,
-    DEFAULT_MAX_PAYLOAD_BYTES,
-};
 use crate::event::{Event, RawEvent, UNKNOWN_EVENT_TYPE};
-
-pub const DEVICE_ID_MAX_LEN: usize = 128;
-pub const IDENT_MAX_LEN: usize = 128;
-pub const ATTRIBUTE_KEY_MAX_LEN: usize = 64;
-pub const ATTRIBUTE_VALUE_MAX_LEN: usize = 256;
-
-/// Validation limits (see the `--max-*` flags).
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_payload_bytes: usize,
-    pub max_future_skew_ms: i64,
-    pub max_past_age_ms: i64,
-    pub max_attributes: usize,
-    pub max_ident_len: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
-            max_future_skew_ms: DEFAULT_MAX_FUTURE_SKEW_SECONDS as i64 * 1000,
-            max_past_age_ms: DEFAULT_MAX_PAST_AGE_SECONDS as i64 * 1000,
-            max_attributes: DEFAULT_MAX_ATTRIBUTES,
-            max_ident_len: IDENT_MAX_LEN,
-        }
-    }
-}
+use crate::limits::{ATTRIBUTE_KEY_MAX_LEN, ATTRIBUTE_VALUE_MAX_LEN, DEVICE_ID_MAX_LEN, Limits};
 
 /// Why one event was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
