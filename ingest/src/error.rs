@@ -11,7 +11,8 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 
-    /// One event broke a rule; field and rule are in the message.
+    /// One event broke a rule (or, sent alone over HTTP, could not be read
+    /// as an event at all); field and rule are in the message.
     #[error("{0}")]
     InvalidEvent(crate::validate::Rejection),
 
@@ -83,6 +84,7 @@ impl Error {
     pub fn http_status(&self) -> StatusCode {
         match self {
             Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            Error::InvalidEvent(r) if r.is_unreadable() => StatusCode::BAD_REQUEST,
             Error::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -143,6 +145,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::InvalidArgument(_) => "invalid_argument",
+            Error::InvalidEvent(r) if r.is_unreadable() => "invalid_argument",
             Error::InvalidEvent(_) => "invalid_event",
             Error::QueueFull { .. } => "queue_full",
             Error::Unavailable(_) => "unavailable",
@@ -190,9 +193,31 @@ mod tests {
         tonic_reflection::server::Error::InvalidFileDescriptorSet("broken".into()).into()
     }
 
+    fn rejection(json: &str) -> Error {
+        let limits = crate::limits::Limits::default();
+        let now = 1_700_000_000_000;
+        Error::InvalidEvent(
+            crate::validate::validate_json(json.as_bytes(), &limits, now).unwrap_err(),
+        )
+    }
+
     /// (error, HTTP status, gRPC code, transient, Retry-After)
     fn cases() -> Vec<(Error, StatusCode, Code, bool, Option<u64>)> {
         vec![
+            (
+                rejection(r#"{"deviceId":"a b","timestamp":1700000000000}"#),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Code::InvalidArgument,
+                false,
+                None,
+            ),
+            (
+                rejection(r#"{"deviceId":"#),
+                StatusCode::BAD_REQUEST,
+                Code::InvalidArgument,
+                false,
+                None,
+            ),
             (
                 Error::InvalidArgument("packets: empty".into()),
                 StatusCode::BAD_REQUEST,
@@ -266,6 +291,12 @@ mod tests {
             let grpc = tonic::Status::from(err);
             assert_eq!((grpc.code(), grpc.message()), (code, message.as_str()));
         }
+    }
+
+    #[test]
+    fn a_single_event_that_is_not_json_is_a_bad_request_not_an_invalid_event() {
+        assert_eq!(rejection("{").code(), "invalid_argument");
+        assert_eq!(rejection(r#"{"timestamp":1}"#).code(), "invalid_event");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What every ingest call does, whatever its transport: admit the call,
-//! validate each event, enqueue valid ones in chunks, and tally the answers.
+//! validate each event (the one way into [`crate::validate`]), enqueue valid
+//! ones in chunks, and tally the answers.
 //!
 //! A [`Submission`] follows one call. Its [`Tally`] only ever counts events
 //! whose fate is settled — stored, recognised as duplicates, or rejected — so
@@ -16,7 +17,7 @@ use crate::health::Health;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::queue::{Queue, Reply, Wait};
-use crate::validate::{Rejection, validate};
+use crate::validate::{Rejection, validate, validate_json};
 use crate::{Error, Result};
 
 /// Events per chunk a handler enqueues at once.
@@ -112,16 +113,24 @@ impl Submission<'_> {
     /// Takes the next event of the call; a full chunk is enqueued, which may
     /// wait for queue space. An error ends the call (see [`Self::finish`]).
     pub async fn offer(&mut self, raw: RawEvent) -> Result<(), ()> {
-        self.offer_checked(raw.into_validated(&self.intake.limits))
-            .await
-    }
-
-    /// Like [`Self::offer`] for an event that failed before validation
-    /// (e.g. malformed JSON inside a batch).
-    pub async fn offer_checked(&mut self, checked: Result<Event, Rejection>) -> Result<(), ()> {
         if self.failed.is_some() {
             return Err(());
         }
+        let checked = validate(raw, &self.intake.limits, now_ms());
+        self.take(checked).await
+    }
+
+    /// Like [`Self::offer`] for an event in its JSON form (HTTP): one that
+    /// cannot be read as an event is rejected and counted like any other.
+    pub async fn offer_json(&mut self, json: &[u8]) -> Result<(), ()> {
+        if self.failed.is_some() {
+            return Err(());
+        }
+        let checked = validate_json(json, &self.intake.limits, now_ms());
+        self.take(checked).await
+    }
+
+    async fn take(&mut self, checked: Result<Event, Rejection>) -> Result<(), ()> {
         let index = self.next_index;
         self.next_index += 1;
         self.unreported += 1;
@@ -266,11 +275,5 @@ impl Drop for Submission<'_> {
     fn drop(&mut self) {
         self.report_received();
         self.intake.active.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl RawEvent {
-    fn into_validated(self, limits: &Limits) -> Result<Event, Rejection> {
-        validate(self, limits, now_ms())
     }
 }
