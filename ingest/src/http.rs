@@ -3,8 +3,10 @@
 //! `router(state)` is the whole API; `main` serves it and the tests drive it
 //! with `oneshot`. Errors become JSON answers in one place,
 //! [`IntoResponse for Error`](Error): `{"error": {"code", "message", ...}}`
-//! with 400/422/429/503/404 and `Retry-After` where retrying helps. Events
-//! reach the rules only through [`crate::intake`].
+//! with 400/422/429/503/404 and `Retry-After` where retrying helps. An ingest
+//! call that ends early also says how far it got in `telemetry-*` headers,
+//! the values gRPC sends as trailers ([`Tally::progress`]). Events reach the
+//! rules only through [`crate::intake`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -127,15 +129,11 @@ impl IntoResponse for Error {
     }
 }
 
-/// An ingest call that stopped early: its error, plus what it settled.
+/// An ingest call that stopped early: its error, plus what it settled (the
+/// same `telemetry-*` values gRPC sends as trailers).
 fn partial_response(p: Partial) -> Response {
     let mut response = p.error.into_response();
-    let t = &p.tally;
-    for (name, value) in [
-        ("telemetry-settled", t.settled),
-        ("telemetry-accepted", t.accepted),
-        ("telemetry-duplicates", t.duplicates),
-    ] {
+    for (name, value) in p.tally.progress() {
         response
             .headers_mut()
             .insert(name, HeaderValue::from(value));

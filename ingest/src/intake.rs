@@ -51,6 +51,22 @@ pub struct Tally {
     pub settled: u64,
 }
 
+impl Tally {
+    /// How far a call that ended early got, told beside its error the same
+    /// way on both transports (gRPC trailers, HTTP response headers):
+    /// `telemetry-settled` (events from the start of the call whose fate is
+    /// final; resend from there), then how many were accepted, duplicates
+    /// and rejected.
+    pub fn progress(&self) -> [(&'static str, u64); 4] {
+        [
+            ("telemetry-settled", self.settled),
+            ("telemetry-accepted", self.accepted),
+            ("telemetry-duplicates", self.duplicates),
+            ("telemetry-rejected", self.rejected),
+        ]
+    }
+}
+
 /// A call that ended early: what was settled, and why it stopped.
 #[derive(Debug)]
 pub struct Partial {
