@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
 
-use crate::validate::Limits;
+use crate::limits::{
+    DEFAULT_MAX_ATTRIBUTES, DEFAULT_MAX_FUTURE_SKEW_SECONDS, DEFAULT_MAX_PAST_AGE_SECONDS,
+    DEFAULT_MAX_PAYLOAD_BYTES, Limits,
+};
 
 pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:50051";
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8000";
@@ -21,10 +24,6 @@ pub const DEFAULT_FLUSH_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_BACKPRESSURE_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 25;
 pub const DEFAULT_CONFIG_POLL_MS: u64 = 1_000;
-pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
-pub const DEFAULT_MAX_FUTURE_SKEW_SECONDS: u64 = 300;
-pub const DEFAULT_MAX_PAST_AGE_SECONDS: u64 = 30 * 24 * 3600;
-pub const DEFAULT_MAX_ATTRIBUTES: usize = 32;
 pub const DEFAULT_MAX_GRPC_BATCH: usize = 10_000;
 pub const DEFAULT_MAX_HTTP_BATCH: usize = 1_000;
 

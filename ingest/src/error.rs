@@ -11,7 +11,8 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 
-    /// One event broke a rule; field and rule are in the message.
+    /// One event broke a rule (or, sent alone over HTTP, could not be read
+    /// as an event at all); field and rule are in the message.
     #[error("{0}")]
     InvalidEvent(crate::validate::Rejection),
 
@@ -23,9 +24,19 @@ pub enum Error {
     },
 
     /// Redis is unreachable or a flush did not complete in time; nothing of
-    /// the affected events was acknowledged.
+    /// the affected events was acknowledged. Transient: Redis comes back.
     #[error("redis unavailable: {0}")]
     Unavailable(String),
+
+    /// Redis answered, but not as this server's flush script answers (a
+    /// reply it cannot parse, or one naming events it did not send).
+    /// Not transient: the reply is not lost on the way — a retry of the same
+    /// flush reads the same stored result back, and a new one runs the same
+    /// script — so the flush is not retried, Redis is not marked down, and
+    /// the call fails with INTERNAL / 500 (its events are not acknowledged).
+    /// It means a bug, or another program writing the pipeline's keys.
+    #[error("unexpected reply from redis: {0}")]
+    UnexpectedReply(String),
 
     /// The server is draining for shutdown and takes no new work.
     #[error("server is shutting down; retry on another instance")]
@@ -58,6 +69,12 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+
+    /// The gRPC reflection service could not be built from the descriptors
+    /// compiled into the binary: a startup failure (a broken build), never
+    /// an answer to a call.
+    #[error("grpc reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -67,12 +84,51 @@ impl Error {
     pub fn http_status(&self) -> StatusCode {
         match self {
             Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            Error::InvalidEvent(r) if r.is_unreadable() => StatusCode::BAD_REQUEST,
             Error::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Redis(e) if is_connection_error(e) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::UnexpectedReply(_) | Error::Reflection(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The gRPC status code this error is answered with.
+    pub fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Error::InvalidArgument(_) | Error::InvalidEvent(_) => Code::InvalidArgument,
+            Error::QueueFull { .. } => Code::ResourceExhausted,
+            Error::Unavailable(_) | Error::ShuttingDown => Code::Unavailable,
+            Error::NotFound { .. } => Code::NotFound,
+            Error::Redis(e) if is_connection_error(e) => Code::Unavailable,
+            Error::UnexpectedReply(_) | Error::Reflection(_) => Code::Internal,
+            _ => Code::Internal,
+        }
+    }
+
+    /// Whether the same call may succeed when tried again later, unchanged:
+    /// Redis out of reach, a full queue, a draining server. A flush is
+    /// retried only on these.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::QueueFull { .. } | Error::Unavailable(_) | Error::ShuttingDown => true,
+            Error::Redis(e) => is_connection_error(e),
+            _ => false,
+        }
+    }
+
+    /// A failed flush as told to each handler waiting on it (`Error` is not
+    /// `Clone`): an unexpected reply as itself; anything else as
+    /// [`Error::Unavailable`] — the events are not stored, and a later call
+    /// may store them.
+    pub fn for_waiter(&self) -> Error {
+        match self {
+            Error::UnexpectedReply(m) => Error::UnexpectedReply(m.clone()),
+            Error::Unavailable(m) => Error::Unavailable(m.clone()),
+            other => Error::Unavailable(other.to_string()),
         }
     }
 
@@ -89,6 +145,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::InvalidArgument(_) => "invalid_argument",
+            Error::InvalidEvent(r) if r.is_unreadable() => "invalid_argument",
             Error::InvalidEvent(_) => "invalid_event",
             Error::QueueFull { .. } => "queue_full",
             Error::Unavailable(_) => "unavailable",
@@ -101,16 +158,8 @@ impl Error {
 
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
-        use tonic::Code;
-        let code = match &err {
-            Error::InvalidArgument(_) | Error::InvalidEvent(_) => Code::InvalidArgument,
-            Error::QueueFull { .. } => Code::ResourceExhausted,
-            Error::Unavailable(_) | Error::ShuttingDown => Code::Unavailable,
-            Error::NotFound { .. } => Code::NotFound,
-            Error::Redis(e) if is_connection_error(e) => Code::Unavailable,
-            _ => Code::Internal,
-        };
-        if code == Code::Internal {
+        let code = err.grpc_code();
+        if code == tonic::Code::Internal {
             tracing::error!(error = %err, "internal error");
         }
         tonic::Status::new(code, err.to_string())
@@ -125,4 +174,161 @@ pub fn is_connection_error(e: &redis::RedisError) -> bool {
         || e.is_connection_refusal()
         || e.is_timeout()
         || e.is_unrecoverable_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    fn redis_down() -> redis::RedisError {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused").into()
+    }
+
+    fn redis_refused_command() -> redis::RedisError {
+        (redis::ErrorKind::UnexpectedReturnType, "not a string").into()
+    }
+
+    fn reflection_failure() -> Error {
+        tonic_reflection::server::Error::InvalidFileDescriptorSet("broken".into()).into()
+    }
+
+    fn rejection(json: &str) -> Error {
+        let limits = crate::limits::Limits::default();
+        let now = 1_700_000_000_000;
+        Error::InvalidEvent(
+            crate::validate::validate_json(json.as_bytes(), &limits, now).unwrap_err(),
+        )
+    }
+
+    /// (error, HTTP status, gRPC code, transient, Retry-After)
+    fn cases() -> Vec<(Error, StatusCode, Code, bool, Option<u64>)> {
+        vec![
+            (
+                rejection(r#"{"deviceId":"a b","timestamp":1700000000000}"#),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Code::InvalidArgument,
+                false,
+                None,
+            ),
+            (
+                rejection(r#"{"deviceId":"#),
+                StatusCode::BAD_REQUEST,
+                Code::InvalidArgument,
+                false,
+                None,
+            ),
+            (
+                Error::InvalidArgument("packets: empty".into()),
+                StatusCode::BAD_REQUEST,
+                Code::InvalidArgument,
+                false,
+                None,
+            ),
+            (
+                Error::QueueFull {
+                    capacity: 10,
+                    retry_after: Duration::from_millis(300),
+                },
+                StatusCode::TOO_MANY_REQUESTS,
+                Code::ResourceExhausted,
+                true,
+                Some(1),
+            ),
+            (
+                Error::Unavailable("redis is unreachable".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::Unavailable,
+                true,
+                Some(1),
+            ),
+            (
+                Error::ShuttingDown,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::Unavailable,
+                true,
+                Some(1),
+            ),
+            (
+                Error::Redis(redis_down()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::Unavailable,
+                true,
+                None,
+            ),
+            (
+                Error::Redis(redis_refused_command()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Code::Internal,
+                false,
+                None,
+            ),
+            (
+                Error::UnexpectedReply("flush script answered \"ok:x\"".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Code::Internal,
+                false,
+                None,
+            ),
+            (
+                reflection_failure(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Code::Internal,
+                false,
+                None,
+            ),
+        ]
+    }
+
+    #[test]
+    fn each_error_maps_to_its_http_status_grpc_code_and_retry_advice() {
+        for (err, status, code, transient, retry_after) in cases() {
+            assert_eq!(err.http_status(), status, "{err:?}");
+            assert_eq!(err.grpc_code(), code, "{err:?}");
+            assert_eq!(err.is_transient(), transient, "{err:?}");
+            assert_eq!(err.retry_after(), retry_after, "{err:?}");
+            let message = err.to_string();
+            let grpc = tonic::Status::from(err);
+            assert_eq!((grpc.code(), grpc.message()), (code, message.as_str()));
+        }
+    }
+
+    #[test]
+    fn a_single_event_that_is_not_json_is_a_bad_request_not_an_invalid_event() {
+        assert_eq!(rejection("{").code(), "invalid_argument");
+        assert_eq!(rejection(r#"{"timestamp":1}"#).code(), "invalid_event");
+    }
+
+    #[test]
+    fn unexpected_reply_and_reflection_failure_do_not_read_as_redis_unavailable() {
+        let reply = Error::UnexpectedReply("flush script answered \"garbage\"".into());
+        assert_eq!(
+            reply.to_string(),
+            "unexpected reply from redis: flush script answered \"garbage\""
+        );
+        assert_eq!(reply.code(), "internal");
+        let reflection = reflection_failure();
+        assert!(
+            reflection
+                .to_string()
+                .starts_with("grpc reflection service: "),
+            "{reflection}"
+        );
+        assert_eq!(reflection.code(), "internal");
+    }
+
+    #[test]
+    fn a_failed_flush_reaches_its_waiters_as_what_it_was() {
+        let reply = Error::UnexpectedReply("x".into()).for_waiter();
+        assert!(matches!(&reply, Error::UnexpectedReply(m) if m == "x"));
+        let timeout = Error::Unavailable("flush took longer than 1s".into()).for_waiter();
+        assert_eq!(
+            timeout.to_string(),
+            "redis unavailable: flush took longer than 1s",
+            "not wrapped twice"
+        );
+        let lost = Error::Redis(redis_down()).for_waiter();
+        assert!(matches!(lost, Error::Unavailable(_)), "{lost:?}");
+        assert_eq!(lost.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

@@ -1,8 +1,8 @@
 //! The validated event, and its JSON shapes on the HTTP API.
 //!
-//! Handlers turn a protobuf `Packet` or a JSON [`EventJson`] into a
-//! [`RawEvent`], [`crate::validate`] checks it into an [`Event`], and only
-//! `Event`s reach the queue.
+//! A protobuf `Packet` or a JSON [`EventJson`] becomes a [`RawEvent`],
+//! [`crate::validate`] checks it into an [`Event`] (both on the way through
+//! [`crate::intake`]), and only `Event`s reach the queue.
 
 use std::collections::BTreeMap;
 
@@ -99,17 +99,18 @@ pub struct EventJson {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// Why a JSON event could not even become a [`RawEvent`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct PayloadError(pub String);
+/// A JSON event whose `payload` is a string that is not base64, so it cannot
+/// become a [`RawEvent`] ([`crate::validate`] says how it is rejected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadNotBase64;
 
 impl EventJson {
-    pub fn into_raw(self) -> Result<RawEvent, PayloadError> {
+    pub fn into_raw(self) -> Result<RawEvent, PayloadNotBase64> {
         let payload = match self.payload {
             None | Some(serde_json::Value::Null) => Bytes::new(),
             Some(serde_json::Value::String(s)) => decode_base64(&s)
                 .map(Bytes::from)
-                .map_err(|_| PayloadError("payload: a string payload must be base64; send other JSON values as they are".into()))?,
+                .map_err(|_| PayloadNotBase64)?,
             Some(other) => Bytes::from(serde_json::to_vec(&other).expect("JSON value serialises")),
         };
         Ok(RawEvent {
@@ -190,7 +191,7 @@ mod tests {
             payload: Some("not base64!".into()),
             ..Default::default()
         };
-        assert!(json.into_raw().unwrap_err().0.starts_with("payload:"));
+        assert_eq!(json.into_raw().unwrap_err(), PayloadNotBase64);
     }
 
     #[test]

@@ -28,7 +28,6 @@ use tracing::Instrument;
 
 use crate::aggregate::{Plan, PlanSize, Settings, Slot};
 use crate::calibrate::{Calibration, take_next_chunk};
-use crate::error::is_connection_error;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::queue::{Chunk, ChunkOutcome};
@@ -191,10 +190,9 @@ impl Unit {
             }
             Err(err) => {
                 self.metrics.flush_failures.inc();
-                tracing::warn!(error = %err, events = size, "flush failed; events answered as unavailable");
-                let message = err.to_string();
+                tracing::warn!(error = %err, events = size, "flush failed; its events are not acknowledged");
                 for chunk in chunks {
-                    let _ = chunk.reply.send(Err(Error::Unavailable(message.clone())));
+                    let _ = chunk.reply.send(Err(err.for_waiter()));
                 }
             }
         }
@@ -215,12 +213,12 @@ impl Unit {
                     self.health.set_redis_up(true);
                     return Ok(applied);
                 }
-                Ok(Err(Error::Redis(e))) if !is_connection_error(&e) => {
+                Ok(Err(e)) if !e.is_transient() => {
                     self.metrics
                         .redis_errors
                         .with_label_values(&["command"])
                         .inc();
-                    return Err(Error::Redis(e));
+                    return Err(e);
                 }
                 Ok(Err(e)) => e,
                 Err(_) => Error::Unavailable(format!("flush took longer than {:?}", self.timeout)),
@@ -231,7 +229,7 @@ impl Unit {
                 .inc();
             self.health.set_redis_up(false);
             if started.elapsed() + backoff >= self.timeout {
-                return Err(Error::Unavailable(err.to_string()));
+                return Err(err);
             }
             self.metrics.flush_retries.inc();
             tokio::time::sleep(backoff).await;

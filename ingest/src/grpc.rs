@@ -86,12 +86,7 @@ fn partial_status(p: Partial) -> Status {
     let mut status: Status = p.error.into();
     let t = &p.tally;
     let md = status.metadata_mut();
-    for (key, value) in [
-        ("telemetry-settled", t.settled),
-        ("telemetry-accepted", t.accepted),
-        ("telemetry-duplicates", t.duplicates),
-        ("telemetry-rejected", t.rejected),
-    ] {
+    for (key, value) in t.progress() {
         md.insert(key, MetadataValue::from(value));
     }
     status

@@ -3,7 +3,10 @@
 //! `router(state)` is the whole API; `main` serves it and the tests drive it
 //! with `oneshot`. Errors become JSON answers in one place,
 //! [`IntoResponse for Error`](Error): `{"error": {"code", "message", ...}}`
-//! with 400/422/429/503/404 and `Retry-After` where retrying helps.
+//! with 400/422/429/503/404 and `Retry-After` where retrying helps. An ingest
+//! call that ends early also says how far it got in `telemetry-*` headers,
+//! the values gRPC sends as trailers ([`Tally::progress`]). Events reach the
+//! rules only through [`crate::intake`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -126,15 +129,11 @@ impl IntoResponse for Error {
     }
 }
 
-/// An ingest call that stopped early: its error, plus what it settled.
+/// An ingest call that stopped early: its error, plus what it settled (the
+/// same `telemetry-*` values gRPC sends as trailers).
 fn partial_response(p: Partial) -> Response {
     let mut response = p.error.into_response();
-    let t = &p.tally;
-    for (name, value) in [
-        ("telemetry-settled", t.settled),
-        ("telemetry-accepted", t.accepted),
-        ("telemetry-duplicates", t.duplicates),
-    ] {
+    for (name, value) in p.tally.progress() {
         response
             .headers_mut()
             .insert(name, HeaderValue::from(value));
@@ -142,24 +141,15 @@ fn partial_response(p: Partial) -> Response {
     response
 }
 
-fn parse_event(bytes: &[u8]) -> Result<EventJson> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::InvalidArgument(format!("body is not a valid event: {e}")))
-}
-
+/// One event: 200 with the ack, or the event's rejection as an error (422,
+/// or 400 when the body is not an event at all).
 #[tracing::instrument(skip_all, name = "http.post_event")]
 async fn post_event(State(s): State<AppState>, body: Bytes) -> Response {
-    let raw = match parse_event(&body)
-        .and_then(|e| e.into_raw().map_err(|p| Error::InvalidArgument(p.0)))
-    {
-        Ok(raw) => raw,
-        Err(e) => return e.into_response(),
-    };
     let mut sub = match s.intake.begin(TRANSPORT, false) {
         Ok(sub) => sub,
         Err(e) => return e.into_response(),
     };
-    let _ = sub.offer(raw).await;
+    let _ = sub.offer_json(&body).await;
     match sub.finish().await {
         Ok(t) if t.rejected > 0 => {
             let (_, rejection) = t
@@ -217,24 +207,8 @@ async fn post_batch(State(s): State<AppState>, body: Bytes) -> Response {
         Ok(sub) => sub,
         Err(e) => return e.into_response(),
     };
-    for raw in events {
-        let checked = serde_json::from_str::<EventJson>(raw.get())
-            .map_err(|e| crate::validate::Rejection {
-                reason: "json.invalid",
-                field: "event",
-                message: e.to_string(),
-            })
-            .and_then(|e| {
-                e.into_raw().map_err(|p| crate::validate::Rejection {
-                    reason: "payload.invalid",
-                    field: "payload",
-                    message: p.0.trim_start_matches("payload: ").to_string(),
-                })
-            })
-            .and_then(|raw| {
-                crate::validate::validate(raw, &s.intake.limits, crate::intake::now_ms())
-            });
-        if sub.offer_checked(checked).await.is_err() {
+    for event in events {
+        if sub.offer_json(event.get().as_bytes()).await.is_err() {
             break;
         }
     }

@@ -1,5 +1,6 @@
 //! What every ingest call does, whatever its transport: admit the call,
-//! validate each event, enqueue valid ones in chunks, and tally the answers.
+//! validate each event (the one way into [`crate::validate`]), enqueue valid
+//! ones in chunks, and tally the answers.
 //!
 //! A [`Submission`] follows one call. Its [`Tally`] only ever counts events
 //! whose fate is settled — stored, recognised as duplicates, or rejected — so
@@ -13,9 +14,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::event::{Event, RawEvent};
 use crate::health::Health;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::queue::{Queue, Reply, Wait};
-use crate::validate::{Limits, Rejection, validate};
+use crate::validate::{Rejection, validate, validate_json};
 use crate::{Error, Result};
 
 /// Events per chunk a handler enqueues at once.
@@ -47,6 +49,22 @@ pub struct Tally {
     /// Events of the call, from its start, whose fate is settled; a client
     /// whose call failed resends from here.
     pub settled: u64,
+}
+
+impl Tally {
+    /// How far a call that ended early got, told beside its error the same
+    /// way on both transports (gRPC trailers, HTTP response headers):
+    /// `telemetry-settled` (events from the start of the call whose fate is
+    /// final; resend from there), then how many were accepted, duplicates
+    /// and rejected.
+    pub fn progress(&self) -> [(&'static str, u64); 4] {
+        [
+            ("telemetry-settled", self.settled),
+            ("telemetry-accepted", self.accepted),
+            ("telemetry-duplicates", self.duplicates),
+            ("telemetry-rejected", self.rejected),
+        ]
+    }
 }
 
 /// A call that ended early: what was settled, and why it stopped.
@@ -111,16 +129,24 @@ impl Submission<'_> {
     /// Takes the next event of the call; a full chunk is enqueued, which may
     /// wait for queue space. An error ends the call (see [`Self::finish`]).
     pub async fn offer(&mut self, raw: RawEvent) -> Result<(), ()> {
-        self.offer_checked(raw.into_validated(&self.intake.limits))
-            .await
-    }
-
-    /// Like [`Self::offer`] for an event that failed before validation
-    /// (e.g. malformed JSON inside a batch).
-    pub async fn offer_checked(&mut self, checked: Result<Event, Rejection>) -> Result<(), ()> {
         if self.failed.is_some() {
             return Err(());
         }
+        let checked = validate(raw, &self.intake.limits, now_ms());
+        self.take(checked).await
+    }
+
+    /// Like [`Self::offer`] for an event in its JSON form (HTTP): one that
+    /// cannot be read as an event is rejected and counted like any other.
+    pub async fn offer_json(&mut self, json: &[u8]) -> Result<(), ()> {
+        if self.failed.is_some() {
+            return Err(());
+        }
+        let checked = validate_json(json, &self.intake.limits, now_ms());
+        self.take(checked).await
+    }
+
+    async fn take(&mut self, checked: Result<Event, Rejection>) -> Result<(), ()> {
         let index = self.next_index;
         self.next_index += 1;
         self.unreported += 1;
@@ -265,11 +291,5 @@ impl Drop for Submission<'_> {
     fn drop(&mut self) {
         self.report_received();
         self.intake.active.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl RawEvent {
-    fn into_validated(self, limits: &Limits) -> Result<Event, Rejection> {
-        validate(self, limits, now_ms())
     }
 }

@@ -12,8 +12,11 @@
 //! ```
 //!
 //! - [`config`]: flags (each also a `TELEMETRY_*` env var) and defaults.
+//! - [`limits`]: how large an event may be, and the `--max-*` defaults;
+//!   [`config`] sets them, [`validate`] checks them (neither reads the other).
 //! - [`event`], [`validate`]: the event, its JSON form, and its rules (pure).
-//! - [`intake`]: per-call admission, chunking and the tally of an answer.
+//! - [`intake`]: per-call admission, validation (the only way into
+//!   [`validate`], for both transports), chunking and the tally of an answer.
 //! - [`queue`]: the bounded queue; its depth is what the operator scales on.
 //! - [`aggregate`]: events + settings → the Redis operations of one flush (pure).
 //! - [`keys`]: the Redis key layout of a pipeline.
@@ -25,6 +28,7 @@
 //! - [`grpc`], [`http`], [`openapi`]: the transports.
 //! - [`health`], [`metrics`], [`reload`]: readiness, Prometheus, config hot reload.
 //! - [`server`]: `run(args, listeners, shutdown)`, what `main` and tests call.
+//! - [`error`]: the crate's one error type, and its gRPC and HTTP statuses.
 //! - [`ctl`]: the `telemetryctl` client.
 
 pub mod aggregate;
@@ -39,6 +43,7 @@ pub mod health;
 pub mod http;
 pub mod intake;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod query;

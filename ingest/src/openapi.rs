@@ -34,6 +34,26 @@ fn error_responses(codes: &[&str]) -> Value {
     Value::Object(out)
 }
 
+/// Error answers of an ingest route: one that ended early (429, 503) also
+/// says how far it got, in the headers gRPC sends as trailers.
+fn ingest_error_responses(codes: &[&str]) -> Value {
+    let mut out = error_responses(codes);
+    let count =
+        |description: &str| json!({"description": description, "schema": {"type": "integer"}});
+    let headers = json!({
+        "telemetry-settled": count("Events from the start of the call whose fate is final; resend from there"),
+        "telemetry-accepted": count("Of those, events stored"),
+        "telemetry-duplicates": count("Of those, events recognised as duplicates"),
+        "telemetry-rejected": count("Events rejected by validation"),
+    });
+    for code in ["429", "503"] {
+        if let Some(response) = out.get_mut(code) {
+            response["headers"] = headers.clone();
+        }
+    }
+    out
+}
+
 fn describe(code: &str) -> &'static str {
     match code {
         "400" => "Malformed request or bad parameter; the message names it.",
@@ -80,7 +100,7 @@ pub fn document() -> Value {
             "/api/v1/events": {"post": {
                 "summary": "Ingest one event",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": r("Event")}}},
-                "responses": with(json!({"200": ok(r("Ack"))}), error_responses(&["400", "422", "429", "503"]))
+                "responses": with(json!({"200": ok(r("Ack"))}), ingest_error_responses(&["400", "422", "429", "503"]))
             }},
             "/api/v1/events/batch": {"post": {
                 "summary": "Ingest 1..=1000 events; invalid ones are rejected one by one, the rest stored",
@@ -88,7 +108,7 @@ pub fn document() -> Value {
                     {"type": "array", "items": r("Event"), "minItems": 1, "maxItems": 1000},
                     {"type": "object", "required": ["events"], "properties": {"events": {"type": "array", "items": r("Event"), "minItems": 1, "maxItems": 1000}}}
                 ]}}}},
-                "responses": with(json!({"200": ok(r("Ack")), "422": {"description": "Every event was rejected", "content": {"application/json": {"schema": r("Ack")}}}}), error_responses(&["400", "429", "503"]))
+                "responses": with(json!({"200": ok(r("Ack")), "422": {"description": "Every event was rejected", "content": {"application/json": {"schema": r("Ack")}}}}), ingest_error_responses(&["400", "429", "503"]))
             }},
             "/api/v1/devices": {"get": {
                 "summary": "Accepted events per device",

@@ -141,12 +141,10 @@ pub async fn run(
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(telemetry_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Unavailable(format!("reflection: {e}")))?;
+        .build_v1()?;
     let reflection_alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(telemetry_proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| Error::Unavailable(format!("reflection: {e}")))?;
+        .build_v1alpha()?;
 
     // The listeners stay open while draining, so new calls get an explicit
     // retryable refusal (and probes an honest 503) rather than a refused

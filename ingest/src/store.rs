@@ -197,7 +197,7 @@ impl Store {
                         .collect();
                     for p in positions {
                         let claim = sent.get(p as usize).ok_or_else(|| {
-                            Error::Unavailable(format!("unexpected flush result {reply:?}"))
+                            Error::UnexpectedReply(format!("flush script answered {reply:?}"))
                         })?;
                         duplicates.insert(*claim);
                     }
@@ -348,7 +348,7 @@ enum Reply {
 }
 
 fn parse_reply(reply: &str) -> Result<Reply> {
-    let bad = || Error::Unavailable(format!("unexpected flush result {reply:?}"));
+    let bad = || Error::UnexpectedReply(format!("flush script answered {reply:?}"));
     let (reply, script_micros) = match reply.split_once('@') {
         Some((result, micros)) => (result, Some(micros.parse::<u64>().map_err(|_| bad())?)),
         None => (reply, None),

@@ -4,42 +4,15 @@
 //! A broken rule gives a [`Rejection`]: a stable `reason` (the label of the
 //! `telemetry_ingest_rejected_total` metric and the key of
 //! `Ack.rejected_by_reason`), the JSON field name, and a message that names
-//! the field and the rule.
+//! the field and the rule. Every reason and message comes from here, for
+//! both transports: [`validate`] checks a `Packet` or a JSON event once read,
+//! [`validate_json`] also reads the JSON (HTTP), rejecting an element that
+//! is not an event at all like any other.
 
 use std::fmt;
 
-use crate::config::{
-    DEFAULT_MAX_ATTRIBUTES, DEFAULT_MAX_FUTURE_SKEW_SECONDS, DEFAULT_MAX_PAST_AGE_SECONDS,
-    DEFAULT_MAX_PAYLOAD_BYTES,
-};
-use crate::event::{Event, RawEvent, UNKNOWN_EVENT_TYPE};
-
-pub const DEVICE_ID_MAX_LEN: usize = 128;
-pub const IDENT_MAX_LEN: usize = 128;
-pub const ATTRIBUTE_KEY_MAX_LEN: usize = 64;
-pub const ATTRIBUTE_VALUE_MAX_LEN: usize = 256;
-
-/// Validation limits (see the `--max-*` flags).
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_payload_bytes: usize,
-    pub max_future_skew_ms: i64,
-    pub max_past_age_ms: i64,
-    pub max_attributes: usize,
-    pub max_ident_len: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
-            max_future_skew_ms: DEFAULT_MAX_FUTURE_SKEW_SECONDS as i64 * 1000,
-            max_past_age_ms: DEFAULT_MAX_PAST_AGE_SECONDS as i64 * 1000,
-            max_attributes: DEFAULT_MAX_ATTRIBUTES,
-            max_ident_len: IDENT_MAX_LEN,
-        }
-    }
-}
+use crate::event::{Event, EventJson, PayloadNotBase64, RawEvent, UNKNOWN_EVENT_TYPE};
+use crate::limits::{ATTRIBUTE_KEY_MAX_LEN, ATTRIBUTE_VALUE_MAX_LEN, DEVICE_ID_MAX_LEN, Limits};
 
 /// Why one event was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +23,23 @@ pub struct Rejection {
     pub field: &'static str,
     /// What rule was broken, for people.
     pub message: String,
+}
+
+/// A JSON event that cannot be read as one: malformed JSON, an unknown
+/// field, a value of the wrong type (HTTP only; protobuf decodes or fails the
+/// whole call).
+pub const JSON_INVALID: &str = "json.invalid";
+/// A JSON event whose `payload` is a string that is not base64.
+pub const PAYLOAD_INVALID: &str = "payload.invalid";
+
+impl Rejection {
+    /// Whether the event could not even be read ([`JSON_INVALID`],
+    /// [`PAYLOAD_INVALID`]) rather than broke a rule once read: a single
+    /// HTTP event like that is a bad request (400), not an unprocessable
+    /// event (422).
+    pub fn is_unreadable(&self) -> bool {
+        matches!(self.reason, JSON_INVALID | PAYLOAD_INVALID)
+    }
 }
 
 impl fmt::Display for Rejection {
@@ -68,6 +58,29 @@ fn reject(reason: &'static str, field: &'static str, message: impl Into<String>)
 
 fn valid_device_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-')
+}
+
+/// Reads one event in its JSON form (see [`EventJson`]) and checks it like
+/// [`validate`].
+pub fn validate_json(json: &[u8], limits: &Limits, now_ms: i64) -> Result<Event, Rejection> {
+    validate(read_json(json)?, limits, now_ms)
+}
+
+fn read_json(json: &[u8]) -> Result<RawEvent, Rejection> {
+    let event: EventJson = serde_json::from_slice(json).map_err(|e| {
+        reject(
+            JSON_INVALID,
+            "event",
+            format!("must be a JSON object with the fields of an event: {e}"),
+        )
+    })?;
+    event.into_raw().map_err(|PayloadNotBase64| {
+        reject(
+            PAYLOAD_INVALID,
+            "payload",
+            "a string payload must be base64; send other JSON values as they are",
+        )
+    })
 }
 
 /// Checks one event; `now_ms` is the server's clock in unix milliseconds.
@@ -385,6 +398,53 @@ mod tests {
                 ..good()
             }),
             "attributes.value_too_long"
+        );
+    }
+
+    fn json_reason(json: &str) -> Rejection {
+        validate_json(json.as_bytes(), &Limits::default(), NOW).unwrap_err()
+    }
+
+    #[test]
+    fn json_event_is_read_then_checked_by_the_same_rules() {
+        let e = validate_json(
+            br#"{"deviceId":"d-1","timestamp":1700000000000,"payload":{"t":1},"value":2.5}"#,
+            &Limits::default(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!((e.device_id.as_str(), e.value), ("d-1", 2.5));
+        assert_eq!(&e.payload[..], br#"{"t":1}"#);
+        let r = json_reason(r#"{"deviceId":"a b","timestamp":1700000000000}"#);
+        assert_eq!(r.reason, "device_id.invalid_chars");
+        assert!(!r.is_unreadable());
+    }
+
+    #[test]
+    fn json_that_is_not_an_event_is_rejected_as_unreadable() {
+        for json in [
+            "{",
+            "null",
+            "42",
+            r#"{"deviceId":"d","devcie":1}"#,
+            r#"{"deviceId":"d","timestamp":"soon"}"#,
+        ] {
+            let r = json_reason(json);
+            assert_eq!((r.reason, r.field), (JSON_INVALID, "event"), "{json}");
+            assert!(r.is_unreadable(), "{json}");
+            assert!(
+                r.to_string()
+                    .starts_with("event: must be a JSON object with the fields of an event: "),
+                "{r}"
+            );
+        }
+        assert!(json_reason(r#"{"devcie":1}"#).message.contains("devcie"));
+        let r = json_reason(r#"{"deviceId":"d","timestamp":1700000000000,"payload":"no!"}"#);
+        assert_eq!((r.reason, r.field), (PAYLOAD_INVALID, "payload"));
+        assert!(r.is_unreadable());
+        assert_eq!(
+            r.to_string(),
+            "payload: a string payload must be base64; send other JSON values as they are"
         );
     }
 

@@ -1,6 +1,6 @@
 //! Acknowledgements: exact counts, idempotent flushes, dedup across pods.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use telemetry_ingest::aggregate::{Plan, Settings, Slot};
 use telemetry_ingest::config::RedisArgs;
@@ -165,6 +165,178 @@ async fn grpc_unary_batch_and_http_batch_ack_exact_counts() {
     }
     assert_eq!(totals, (0, 20, 330));
     assert_eq!(redis.events(&p), 300);
+    ingest.stop().await;
+}
+
+/// A `Packet` of [`packet`] in its JSON form, built by hand so that the
+/// HTTP side does not share code with the server.
+fn event_json(p: &Packet) -> serde_json::Value {
+    serde_json::json!({
+        "deviceId": p.device_id,
+        "timestamp": p.timestamp,
+        "payload": serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap(),
+        "eventType": p.event_type,
+        "eventId": p.event_id,
+        "value": p.value,
+    })
+}
+
+#[tokio::test]
+async fn grpc_and_http_reject_the_same_events_for_the_same_reasons_and_messages() {
+    let redis = Redis::start();
+    let over_grpc = Ingest::start(&redis.url(), &pipeline("same-reasons-grpc"), &[]).await;
+    let over_http = Ingest::start(&redis.url(), &pipeline("same-reasons-http"), &[]).await;
+    let (packets, _) = mixed_stream();
+    let ack = over_grpc.stream(packets.clone()).await;
+    let body: Vec<_> = packets.iter().map(event_json).collect();
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/events/batch", over_http.http_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let json: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (&json["accepted"], &json["rejected"], &json["duplicates"]),
+        (
+            &ack.accepted.into(),
+            &ack.rejected.into(),
+            &ack.duplicates.into()
+        )
+    );
+    let by_reason: BTreeMap<String, u64> =
+        serde_json::from_value(json["rejectedByReason"].clone()).unwrap();
+    assert_eq!(
+        by_reason,
+        ack.rejected_by_reason
+            .into_iter()
+            .collect::<BTreeMap<_, _>>()
+    );
+    assert_eq!(by_reason.values().sum::<u64>(), ack.rejected);
+    let over_http_rejections: Vec<(u64, String, String)> = json["rejections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["reason"].as_str().unwrap().to_string(),
+                r["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let over_grpc_rejections: Vec<(u64, String, String)> = ack
+        .rejections
+        .into_iter()
+        .map(|r| (r.index, r.reason, r.message))
+        .collect();
+    assert_eq!(over_http_rejections.len(), 20);
+    assert_eq!(over_http_rejections, over_grpc_rejections);
+    over_grpc.stop().await;
+    over_http.stop().await;
+}
+
+#[tokio::test]
+async fn http_bodies_that_are_not_events_are_rejected_with_reasons_from_validation() {
+    let redis = Redis::start();
+    let p = pipeline("unreadable");
+    let ingest = Ingest::start(&redis.url(), &p, &[]).await;
+    let http = reqwest::Client::new();
+    let now = telemetry_ingest::intake::now_ms();
+    // In a batch, an element that is not an event is rejected and counted;
+    // its neighbours are stored.
+    let batch = serde_json::json!([
+        {"deviceId": "d", "timestamp": now},
+        42,
+        {"deviceId": "d", "timestamp": now, "devcie": 1},
+        {"deviceId": "d", "timestamp": now, "payload": "not base64!"},
+    ]);
+    let r = http
+        .post(format!("{}/api/v1/events/batch", ingest.http_url()))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ack: serde_json::Value = r.json().await.unwrap();
+    assert_eq!((&ack["accepted"], &ack["rejected"]), (&1.into(), &3.into()));
+    assert_eq!(
+        ack["rejectedByReason"],
+        serde_json::json!({"json.invalid": 2, "payload.invalid": 1})
+    );
+    let fields: Vec<_> = ack["rejections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["index"].as_u64().unwrap(), r["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(fields, [(1, "event"), (2, "event"), (3, "payload")]);
+    assert!(
+        ack["rejections"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("devcie"),
+        "{ack}"
+    );
+
+    // Alone, such an event is a bad request (400); one that breaks a rule
+    // once read is unprocessable (422). Both name the field and the reason.
+    let single = |body: String| {
+        let request = http
+            .post(format!("{}/api/v1/events", ingest.http_url()))
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let r = request.send().await.unwrap();
+            let status = r.status().as_u16();
+            let json: serde_json::Value = r.json().await.unwrap();
+            (status, json["error"].clone())
+        }
+    };
+    let (status, error) = single("{\"deviceId\": ".into()).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        (&error["code"], &error["reason"], &error["field"]),
+        (
+            &"invalid_argument".into(),
+            &"json.invalid".into(),
+            &"event".into()
+        )
+    );
+    let bad_payload = format!(r#"{{"deviceId":"d","timestamp":{now},"payload":"no!"}}"#);
+    let (status, error) = single(bad_payload).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["reason"], "payload.invalid");
+    assert_eq!(
+        error["message"],
+        "payload: a string payload must be base64; send other JSON values as they are"
+    );
+    let bad_device = format!(r#"{{"deviceId":"a b","timestamp":{now}}}"#);
+    let (status, error) = single(bad_device).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        (&error["code"], &error["reason"]),
+        (&"invalid_event".into(), &"device_id.invalid_chars".into())
+    );
+
+    // Every one of them went through the same intake and is counted.
+    let text = reqwest::get(format!("{}/metrics", ingest.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rejected = |reason: &str| -> f64 {
+        let prefix = format!("telemetry_ingest_rejected_total{{reason=\"{reason}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} missing from /metrics"))
+    };
+    assert_eq!(rejected("json.invalid"), 3.0);
+    assert_eq!(rejected("payload.invalid"), 2.0);
+    assert_eq!(rejected("device_id.invalid_chars"), 1.0);
+    assert_eq!(redis.events(&p), 1);
     ingest.stop().await;
 }
 

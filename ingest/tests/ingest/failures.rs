@@ -86,6 +86,25 @@ async fn full_queue_answers_429_and_resource_exhausted_and_loses_nothing_accepte
     );
     assert_eq!(refused.headers()["retry-after"], "1");
     assert_eq!(refused.headers()["telemetry-settled"], "0");
+    // What a refused call did settle is told as gRPC tells it, rejections
+    // included: here two invalid events ahead of the chunk that did not fit.
+    let mut with_invalid = batch("r");
+    for i in 0..2 {
+        with_invalid.insert(
+            0,
+            telemetry_ingest::ctl::send::packet_json(&packet("bad device", &format!("bad{i}"))),
+        );
+    }
+    let refused = http.post(&url).json(&with_invalid).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    for (header, value) in [
+        ("telemetry-settled", "2"),
+        ("telemetry-accepted", "0"),
+        ("telemetry-duplicates", "0"),
+        ("telemetry-rejected", "2"),
+    ] {
+        assert_eq!(refused.headers()[header], value, "{header}");
+    }
 
     // A gRPC stream waits for space, then gives up with RESOURCE_EXHAUSTED
     // and says how far it got.
