@@ -163,7 +163,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             if let Some(l) = a.limit {
                 url.push_str(&format!("?limit={l}"));
             }
-            let events: Vec<crate::event::EventJson> = get_json(&url).await?;
+            let events: Vec<telemetry_proto::json::EventJson> = get_json(&url).await?;
             output::print(&a.target, &events, || output::recent_table(&events));
             Ok(0)
         }
@@ -176,7 +176,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-use crate::query as telemetry_ingest_query;
+use telemetry_proto::json as telemetry_ingest_query;
 
 async fn get_json<T: DeserializeOwned>(url: &str) -> anyhow::Result<T> {
     let response = reqwest::get(url)

@@ -5,7 +5,6 @@
 //! [`IntoResponse for Error`](Error): `{"error": {"code", "message", ...}}`
 //! with 400/422/429/503/404 and `Retry-After` where retrying helps.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -15,10 +14,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
+use telemetry_proto::json::{AckJson, EventJson, RejectionJson};
 
-use crate::event::EventJson;
+use crate::event::RawEvent;
 use crate::intake::{Intake, Partial, Tally};
 use crate::query::{DeviceParams, Query};
 use crate::{Error, Result};
@@ -53,26 +53,6 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(state)
-}
-
-/// The answer to an ingest call (camelCase JSON of the gRPC `Ack`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AckJson {
-    pub accepted: u64,
-    pub rejected: u64,
-    pub duplicates: u64,
-    pub rejected_by_reason: BTreeMap<String, u64>,
-    pub rejections: Vec<RejectionJson>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RejectionJson {
-    pub index: u64,
-    pub field: String,
-    pub reason: String,
-    pub message: String,
 }
 
 impl From<Tally> for AckJson {
@@ -150,7 +130,7 @@ fn parse_event(bytes: &[u8]) -> Result<EventJson> {
 #[tracing::instrument(skip_all, name = "http.post_event")]
 async fn post_event(State(s): State<AppState>, body: Bytes) -> Response {
     let raw = match parse_event(&body)
-        .and_then(|e| e.into_raw().map_err(|p| Error::InvalidArgument(p.0)))
+        .and_then(|e| RawEvent::try_from(e).map_err(|p| Error::InvalidArgument(p.0)))
     {
         Ok(raw) => raw,
         Err(e) => return e.into_response(),
@@ -225,7 +205,7 @@ async fn post_batch(State(s): State<AppState>, body: Bytes) -> Response {
                 message: e.to_string(),
             })
             .and_then(|e| {
-                e.into_raw().map_err(|p| crate::validate::Rejection {
+                RawEvent::try_from(e).map_err(|p| crate::validate::Rejection {
                     reason: "payload.invalid",
                     field: "payload",
                     message: p.0.trim_start_matches("payload: ").to_string(),
@@ -277,7 +257,7 @@ async fn get_recent(
 ) -> Result<Response> {
     let p = params(q)?;
     let events = s.query.recent(&device_id, p.limit).await?;
-    Ok(Json(events.iter().map(EventJson::from_event).collect::<Vec<_>>()).into_response())
+    Ok(Json(events.iter().map(EventJson::from).collect::<Vec<_>>()).into_response())
 }
 
 #[derive(Debug, Deserialize)]

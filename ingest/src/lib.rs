@@ -12,7 +12,7 @@
 //! ```
 //!
 //! - [`config`]: flags (each also a `TELEMETRY_*` env var) and defaults.
-//! - [`event`], [`validate`]: the event, its JSON form, and its rules (pure).
+//! - [`event`], [`validate`]: the event, its wire forms, and its rules (pure).
 //! - [`intake`]: per-call admission, chunking and the tally of an answer.
 //! - [`queue`]: the bounded queue; its depth is what the operator scales on.
 //! - [`aggregate`]: events + settings → the Redis operations of one flush (pure).

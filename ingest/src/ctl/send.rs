@@ -39,8 +39,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
-use crate::event::{EventJson, payload_to_json};
-use crate::http::AckJson;
+use telemetry_proto::json::{AckJson, EventJson, payload_to_json};
 
 /// Calls one connection has in flight at most in `--rate` mode.
 pub const MAX_IN_FLIGHT: usize = 64;
