@@ -1,6 +1,8 @@
 //! telemetry-ingest: receives events over gRPC and HTTP, aggregates them into
 //! Redis, and acknowledges each event only once the write that holds it has
-//! succeeded. Also the query API over those aggregates, and `telemetryctl`.
+//! succeeded. Also the query API over those aggregates. Its wire types, the
+//! protobuf messages and the HTTP API's JSON bodies, live in
+//! `telemetry-proto`; its client, `telemetryctl`, is a crate of its own.
 //!
 //! Data flow of one event:
 //!
@@ -25,12 +27,10 @@
 //! - [`grpc`], [`http`], [`openapi`]: the transports.
 //! - [`health`], [`metrics`], [`reload`]: readiness, Prometheus, config hot reload.
 //! - [`server`]: `run(args, listeners, shutdown)`, what `main` and tests call.
-//! - [`ctl`]: the `telemetryctl` client.
 
 pub mod aggregate;
 pub mod calibrate;
 pub mod config;
-pub mod ctl;
 pub mod error;
 pub mod event;
 pub mod flush;
