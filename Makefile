@@ -56,7 +56,7 @@ bench: setup
 ## The autoscaler: one decision over 1 000 pods, scraping 100 real pods, and
 ## the Redis-saturation signal against Redis's own CPU (BENCHMARKS.md).
 bench-autoscaler: setup
-	$(CARGO) build --release -p telemetry-ingest --bins
+	$(CARGO) build --release -p telemetry-ingest -p telemetryctl
 	$(CARGO) bench -p telemetry-operator --bench decide
 	$(CARGO) bench -p telemetry-operator --bench scrape
 	scripts/redis-busy

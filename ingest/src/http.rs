@@ -8,7 +8,6 @@
 //! the values gRPC sends as trailers ([`Tally::progress`]). Events reach the
 //! rules only through [`crate::intake`].
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -18,10 +17,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
+use telemetry_proto::json::{AckJson, EventJson, RejectionJson};
 
-use crate::event::EventJson;
 use crate::intake::{Intake, Partial, Tally};
 use crate::query::{DeviceParams, Query};
 use crate::{Error, Result};
@@ -56,26 +55,6 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(state)
-}
-
-/// The answer to an ingest call (camelCase JSON of the gRPC `Ack`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AckJson {
-    pub accepted: u64,
-    pub rejected: u64,
-    pub duplicates: u64,
-    pub rejected_by_reason: BTreeMap<String, u64>,
-    pub rejections: Vec<RejectionJson>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RejectionJson {
-    pub index: u64,
-    pub field: String,
-    pub reason: String,
-    pub message: String,
 }
 
 impl From<Tally> for AckJson {
@@ -251,7 +230,7 @@ async fn get_recent(
 ) -> Result<Response> {
     let p = params(q)?;
     let events = s.query.recent(&device_id, p.limit).await?;
-    Ok(Json(events.iter().map(EventJson::from_event).collect::<Vec<_>>()).into_response())
+    Ok(Json(events.iter().map(EventJson::from).collect::<Vec<_>>()).into_response())
 }
 
 #[derive(Debug, Deserialize)]

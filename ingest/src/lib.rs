@@ -1,6 +1,8 @@
 //! telemetry-ingest: receives events over gRPC and HTTP, aggregates them into
 //! Redis, and acknowledges each event only once the write that holds it has
-//! succeeded. Also the query API over those aggregates, and `telemetryctl`.
+//! succeeded. Also the query API over those aggregates. Its wire types, the
+//! protobuf messages and the HTTP API's JSON bodies, live in
+//! `telemetry-proto`; its client, `telemetryctl`, is a crate of its own.
 //!
 //! Data flow of one event:
 //!
@@ -14,7 +16,7 @@
 //! - [`config`]: flags (each also a `TELEMETRY_*` env var) and defaults.
 //! - [`limits`]: how large an event may be, and the `--max-*` defaults;
 //!   [`config`] sets them, [`validate`] checks them (neither reads the other).
-//! - [`event`], [`validate`]: the event, its JSON form, and its rules (pure).
+//! - [`event`], [`validate`]: the event, its wire forms, and its rules (pure).
 //! - [`intake`]: per-call admission, validation (the only way into
 //!   [`validate`], for both transports), chunking and the tally of an answer.
 //! - [`queue`]: the bounded queue; its depth is what the operator scales on.
@@ -29,12 +31,10 @@
 //! - [`health`], [`metrics`], [`reload`]: readiness, Prometheus, config hot reload.
 //! - [`server`]: `run(args, listeners, shutdown)`, what `main` and tests call.
 //! - [`error`]: the crate's one error type, and its gRPC and HTTP statuses.
-//! - [`ctl`]: the `telemetryctl` client.
 
 pub mod aggregate;
 pub mod calibrate;
 pub mod config;
-pub mod ctl;
 pub mod error;
 pub mod event;
 pub mod flush;

@@ -1,13 +1,16 @@
 //! Reads of the aggregates, shared by the HTTP routes and the gRPC
-//! `TelemetryQuery` service. Each answer type serialises to the JSON the HTTP
-//! API returns and converts into the protobuf message.
+//! `TelemetryQuery` service. The answers are the HTTP API's JSON bodies
+//! (`telemetry_proto::json`), which also convert into the protobuf messages.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use telemetry_proto::json::{
+    CounterValue, Counters, DeviceCount, Leaderboard, LeaderboardEntry, Stats, Window, WindowPoint,
+};
 use telemetry_proto::v1 as pb;
 use tokio::sync::watch;
 
@@ -90,82 +93,6 @@ impl DeviceParams {
             ))),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceCount {
-    pub device_id: String,
-    pub count: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CounterValue {
-    pub event_type: String,
-    pub count: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Counters {
-    pub counters: Vec<CounterValue>,
-    pub total: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LeaderboardEntry {
-    /// Competition ranking: equal scores share a rank (1, 2, 2, 4).
-    pub rank: u32,
-    pub member: String,
-    pub score: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Leaderboard {
-    pub name: String,
-    /// Bucket start, unix seconds.
-    pub bucket: i64,
-    pub entries: Vec<LeaderboardEntry>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WindowPoint {
-    /// Minute start, unix seconds (0 in the total).
-    pub minute: i64,
-    pub count: u64,
-    pub sum: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Window {
-    pub name: String,
-    /// Oldest first; one point per minute, zero-filled.
-    pub points: Vec<WindowPoint>,
-    pub total: WindowPoint,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Stats {
-    pub events_total: u64,
-    pub devices: u64,
-    pub received_total: u64,
-    pub accepted_total: u64,
-    pub rejected_total: u64,
-    pub duplicates_total: u64,
-    pub queue_depth: u64,
-    pub queue_capacity: u64,
-    pub redis_ok: bool,
-    pub accepted_per_second: f64,
 }
 
 impl Query {
@@ -514,79 +441,6 @@ pub fn device_counts_response(v: Vec<DeviceCount>) -> pb::DeviceCountsResponse {
                     count: d.count,
                 })
                 .collect(),
-        }
-    }
-}
-
-impl From<Counters> for pb::CounterResponse {
-    fn from(c: Counters) -> Self {
-        pb::CounterResponse {
-            counters: c
-                .counters
-                .into_iter()
-                .map(|c| pb::CounterValue {
-                    event_type: c.event_type,
-                    count: c.count,
-                })
-                .collect(),
-            total: c.total,
-        }
-    }
-}
-
-impl From<Leaderboard> for pb::LeaderboardResponse {
-    fn from(l: Leaderboard) -> Self {
-        pb::LeaderboardResponse {
-            name: l.name,
-            bucket: l.bucket,
-            entries: l
-                .entries
-                .into_iter()
-                .map(|e| pb::LeaderboardEntry {
-                    rank: e.rank,
-                    member: e.member,
-                    score: e.score,
-                })
-                .collect(),
-        }
-    }
-}
-
-impl From<WindowPoint> for pb::WindowPoint {
-    fn from(p: WindowPoint) -> Self {
-        pb::WindowPoint {
-            minute: p.minute,
-            count: p.count,
-            sum: p.sum,
-            min: p.min,
-            max: p.max,
-        }
-    }
-}
-
-impl From<Window> for pb::WindowResponse {
-    fn from(w: Window) -> Self {
-        pb::WindowResponse {
-            name: w.name,
-            points: w.points.into_iter().map(Into::into).collect(),
-            total: Some(w.total.into()),
-        }
-    }
-}
-
-impl From<Stats> for pb::StatsResponse {
-    fn from(s: Stats) -> Self {
-        pb::StatsResponse {
-            events_total: s.events_total,
-            devices: s.devices,
-            received_total: s.received_total,
-            accepted_total: s.accepted_total,
-            rejected_total: s.rejected_total,
-            duplicates_total: s.duplicates_total,
-            queue_depth: s.queue_depth,
-            queue_capacity: s.queue_capacity,
-            redis_ok: s.redis_ok,
-            accepted_per_second: s.accepted_per_second,
         }
     }
 }

@@ -12,9 +12,10 @@
 use bytes::Bytes;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use telemetry_proto::json::{EventJson, payload_from_json};
 use telemetry_proto::v1::Packet;
 
-use crate::event::{Event, EventJson, payload_from_json};
+use crate::event::Event;
 
 /// Appends the stored form of `e` to `out`.
 pub fn encode(e: &Event, out: &mut Vec<u8>) {
@@ -90,7 +91,7 @@ pub fn decode(device_id: &str, stored: &[u8]) -> Option<Event> {
 fn decode_json(stored: &[u8]) -> Option<Event> {
     let e: EventJson = serde_json::from_slice(stored).ok()?;
     Some(Event {
-        payload: payload_from_json(e.payload.as_ref()),
+        payload: Bytes::from(payload_from_json(e.payload.as_ref()).unwrap_or_default()),
         device_id: e.device_id,
         timestamp: e.timestamp,
         event_type: e.event_type,

@@ -176,7 +176,7 @@ impl Store {
             );
             let reply = self.eval(&cmd).await?;
             match parse_reply(&reply)? {
-                Reply::Applied(applied) => {
+                ScriptReply::Applied(applied) => {
                     let refreshed = writes
                         .lists
                         .iter()
@@ -189,7 +189,7 @@ impl Store {
                         .mark(refreshed, now);
                     return Ok(applied);
                 }
-                Reply::Claimed(positions) => {
+                ScriptReply::Claimed(positions) => {
                     let sent: Vec<u32> = writes
                         .claims
                         .iter()
@@ -340,14 +340,14 @@ pub struct Applied {
 
 /// What the flush script answered.
 #[derive(Debug, PartialEq)]
-enum Reply {
+enum ScriptReply {
     /// Applied (now or by an earlier attempt).
     Applied(Applied),
     /// Nothing written: these positions among the ids sent are taken.
     Claimed(Vec<u32>),
 }
 
-fn parse_reply(reply: &str) -> Result<Reply> {
+fn parse_reply(reply: &str) -> Result<ScriptReply> {
     let bad = || Error::UnexpectedReply(format!("flush script answered {reply:?}"));
     let (reply, script_micros) = match reply.split_once('@') {
         Some((result, micros)) => (result, Some(micros.parse::<u64>().map_err(|_| bad())?)),
@@ -363,12 +363,12 @@ fn parse_reply(reply: &str) -> Result<Reply> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<u32>().map_err(|_| bad()));
     if applied {
-        Ok(Reply::Applied(Applied {
+        Ok(ScriptReply::Applied(Applied {
             duplicates: numbers.collect::<Result<_>>()?,
             script_micros,
         }))
     } else {
-        Ok(Reply::Claimed(numbers.collect::<Result<_>>()?))
+        Ok(ScriptReply::Claimed(numbers.collect::<Result<_>>()?))
     }
 }
 
@@ -429,7 +429,7 @@ mod tests {
     #[test]
     fn flush_reply_lists_duplicates_or_taken_ids() {
         let applied = |d: &[u32], t: Option<u64>| {
-            Reply::Applied(Applied {
+            ScriptReply::Applied(Applied {
                 duplicates: d.iter().copied().collect(),
                 script_micros: t,
             })
@@ -438,7 +438,7 @@ mod tests {
         assert_eq!(parse_reply("ok:0,7@3").unwrap(), applied(&[0, 7], Some(3)));
         // A replay answers from the marker, without a run time.
         assert_eq!(parse_reply("ok:0,7").unwrap(), applied(&[0, 7], None));
-        assert_eq!(parse_reply("dup:3").unwrap(), Reply::Claimed(vec![3]));
+        assert_eq!(parse_reply("dup:3").unwrap(), ScriptReply::Claimed(vec![3]));
         assert!(parse_reply("garbage").is_err());
         assert!(parse_reply("ok:x").is_err());
         assert!(parse_reply("ok:1@soon").is_err());

@@ -11,7 +11,9 @@
 
 use std::fmt;
 
-use crate::event::{Event, EventJson, PayloadNotBase64, RawEvent, UNKNOWN_EVENT_TYPE};
+use telemetry_proto::json::EventJson;
+
+use crate::event::{Event, PayloadNotBase64, RawEvent, UNKNOWN_EVENT_TYPE};
 use crate::limits::{ATTRIBUTE_KEY_MAX_LEN, ATTRIBUTE_VALUE_MAX_LEN, DEVICE_ID_MAX_LEN, Limits};
 
 /// Why one event was refused.
@@ -74,7 +76,7 @@ fn read_json(json: &[u8]) -> Result<RawEvent, Rejection> {
             format!("must be a JSON object with the fields of an event: {e}"),
         )
     })?;
-    event.into_raw().map_err(|PayloadNotBase64| {
+    RawEvent::try_from(event).map_err(|PayloadNotBase64| {
         reject(
             PAYLOAD_INVALID,
             "payload",

@@ -1,4 +1,5 @@
-//! Generated types of the `telemetry.v1` protobuf package.
+//! The `telemetry.v1` wire contract: the generated protobuf types, and the
+//! JSON bodies of the HTTP API that mirror them.
 //!
 //! `build.rs` compiles `proto/telemetry/v1/telemetry.proto` (no system protoc
 //! needed) into prost messages and tonic services. Every generated protobuf
@@ -7,6 +8,10 @@
 //! - [`v1`]: messages, `telemetry_ingest_{client,server}` and
 //!   `telemetry_query_{client,server}`.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
+//! - [`json`]: the HTTP API's JSON bodies (events, acks, query answers), one
+//!   definition for the server and its clients.
+
+pub mod json;
 
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {

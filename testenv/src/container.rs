@@ -16,7 +16,7 @@ use tokio::time::sleep_until;
 
 use crate::env::{self, Missing};
 use crate::kubelet::Context;
-use crate::probe::{self, Tally};
+use crate::probe::{self, Streak};
 use crate::process::{self, Exit, Running};
 use crate::status::{self, State};
 use crate::substitute::{Unready, foreign_ipv4, substitute};
@@ -236,10 +236,10 @@ async fn watch_running(
     let startup = spec_of(&container.startup_probe);
     let start = Instant::now();
     let started = startup.is_none();
-    let mut ready_tally = Tally::new(false);
+    let mut ready_streak = Streak::new(false);
     let mut ever_ready = false;
-    let mut live_tally = Tally::new(true);
-    let mut startup_tally = Tally::new(false);
+    let mut live_streak = Streak::new(true);
+    let mut startup_streak = Streak::new(false);
     // Readiness and liveness wait for the startup probe, if there is one.
     let mut next_ready = readiness
         .as_ref()
@@ -275,15 +275,15 @@ async fn watch_running(
             && at <= now
         {
             let ok = probe::run(&spec.action, setup.ip, &prepared.env, spec.timeout).await;
-            startup_tally.record(ok, spec);
-            if startup_tally.passing {
+            startup_streak.record(ok, spec);
+            if startup_streak.passing {
                 next_startup = None;
                 next_ready = readiness.as_ref().map(|_| now);
                 next_live = liveness.as_ref().map(|p| now + p.period);
                 if readiness.is_none() {
                     publish(&|s| s.ready = true);
                 }
-            } else if startup_tally.failed(spec) {
+            } else if startup_streak.failed(spec) {
                 process::note(log, "startup probe failed; killing the process");
                 running.signal(Signal::KILL);
                 next_startup = None;
@@ -295,8 +295,8 @@ async fn watch_running(
             && at <= now
         {
             let ok = probe::run(&spec.action, setup.ip, &prepared.env, spec.timeout).await;
-            let before = ready_tally.passing;
-            let ready = ready_tally.record(ok, spec);
+            let before = ready_streak.passing;
+            let ready = ready_streak.record(ok, spec);
             if ready != before {
                 tracing::info!(ready, "readiness changed");
             }
@@ -316,7 +316,7 @@ async fn watch_running(
             && at <= now
         {
             let ok = probe::run(&spec.action, setup.ip, &prepared.env, spec.timeout).await;
-            if !live_tally.record(ok, spec) {
+            if !live_streak.record(ok, spec) {
                 // The kubelet kills an unhealthy container and restarts it
                 // per restartPolicy; here that is the exit path below.
                 process::note(log, "liveness probe failed; stopping the process");

@@ -85,15 +85,15 @@ impl Spec {
 /// The result of a probe over time: it flips only after `threshold`
 /// consecutive outcomes the other way.
 #[derive(Debug, Clone)]
-pub struct Tally {
+pub struct Streak {
     pub passing: bool,
     successes: u32,
     failures: u32,
 }
 
-impl Tally {
+impl Streak {
     pub fn new(passing: bool) -> Self {
-        Tally {
+        Streak {
             passing,
             successes: 0,
             failures: 0,
@@ -292,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tally_flips_only_after_its_threshold() {
+    fn a_streak_flips_only_after_its_threshold() {
         let spec = Spec {
             action: Action::Tcp { port: 1 },
             initial_delay: Duration::ZERO,
@@ -301,7 +301,7 @@ mod tests {
             success_threshold: 1,
             failure_threshold: 2,
         };
-        let mut t = Tally::new(false);
+        let mut t = Streak::new(false);
         assert!(t.record(true, &spec));
         assert!(t.record(false, &spec));
         assert!(!t.record(false, &spec));

@@ -7,6 +7,7 @@ use telemetry_ingest::config::RedisArgs;
 use telemetry_ingest::event::Event;
 use telemetry_ingest::keys::Keys;
 use telemetry_ingest::store::Store;
+use telemetry_proto::json::EventJson;
 use telemetry_proto::v1::{Packet, PacketBatch};
 
 use crate::support::{Ingest, Proxy, Redis, packet, pipeline};
@@ -147,10 +148,7 @@ async fn grpc_unary_batch_and_http_batch_ack_exact_counts() {
     let client = reqwest::Client::new();
     let mut totals = (0, 0, 0);
     for chunk in packets.chunks(100) {
-        let body: Vec<_> = chunk
-            .iter()
-            .map(telemetry_ingest::ctl::send::packet_json)
-            .collect();
+        let body: Vec<_> = chunk.iter().map(EventJson::from).collect();
         let r = client
             .post(format!("{}/api/v1/events/batch", ingest.http_url()))
             .json(&body)

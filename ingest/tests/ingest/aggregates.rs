@@ -513,7 +513,7 @@ async fn config_change_during_a_stream_loses_and_doubles_nothing() {
     let p = pipeline("reload");
     let config = config_file("windows: [{ name: before, aggregates: [count] }]\n");
     let ingest = start(&redis, &p, &config).await;
-    let args = telemetry_ingest::ctl::send::SendArgs {
+    let args = telemetryctl::cli::SendArgs {
         grpc: Some(ingest.grpc_url()),
         http: None,
         n: 20_000,
@@ -523,8 +523,8 @@ async fn config_change_during_a_stream_loses_and_doubles_nothing() {
         rate: 8_000,
         concurrency: 2,
         batch: 100,
-        grpc_mode: telemetry_ingest::ctl::send::GrpcMode::Stream,
-        payload: telemetry_ingest::ctl::send::PayloadKind::Json,
+        grpc_mode: telemetryctl::cli::GrpcMode::Stream,
+        payload: telemetryctl::cli::PayloadKind::Json,
         duplicates: 0.02,
         invalid: 0.0,
         retries: 3,
@@ -532,7 +532,7 @@ async fn config_change_during_a_stream_loses_and_doubles_nothing() {
         json: true,
         no_progress: true,
     };
-    let sender = tokio::spawn(telemetry_ingest::ctl::send::send(args));
+    let sender = tokio::spawn(telemetryctl::send::send(args));
     // The change lands mid-stream: once part of the stream is stored (the
     // sender needs 2.5 s for all of it), however long it took to start.
     wait_for(

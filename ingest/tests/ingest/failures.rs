@@ -2,8 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use telemetry_ingest::ctl::send::{GrpcMode, PayloadKind, SendArgs, Summary, send};
+use telemetry_proto::json::EventJson;
 use telemetry_proto::v1::Packet;
+use telemetryctl::cli::{GrpcMode, PayloadKind, SendArgs};
+use telemetryctl::send::report::Summary;
+use telemetryctl::send::send;
 
 use crate::support::{Ingest, IngestProcess, Redis, packet, pipeline, wait_for};
 
@@ -64,7 +67,7 @@ async fn full_queue_answers_429_and_resource_exhausted_and_loses_nothing_accepte
     let batch = |tag: &str| {
         events(300, tag)
             .iter()
-            .map(telemetry_ingest::ctl::send::packet_json)
+            .map(EventJson::from)
             .collect::<Vec<_>>()
     };
     let url = format!("{}/api/v1/events/batch", ingest.http_url());
@@ -92,7 +95,7 @@ async fn full_queue_answers_429_and_resource_exhausted_and_loses_nothing_accepte
     for i in 0..2 {
         with_invalid.insert(
             0,
-            telemetry_ingest::ctl::send::packet_json(&packet("bad device", &format!("bad{i}"))),
+            EventJson::from(&packet("bad device", &format!("bad{i}"))),
         );
     }
     let refused = http.post(&url).json(&with_invalid).send().await.unwrap();

@@ -5,7 +5,7 @@
 //! Each test gets its own namespace and its own in-process operator scoped to
 //! it, so tests run in parallel without seeing each other. Needs the testenv
 //! binaries (`scripts/testenv build`) and the workspace binaries
-//! (`cargo build -p telemetry-ingest --bins`); see docs/operator.md.
+//! (`cargo build -p telemetry-ingest -p telemetryctl`); see docs/operator.md.
 
 mod autoscaling;
 mod leader;

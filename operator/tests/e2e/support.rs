@@ -362,7 +362,7 @@ pub async fn telemetryctl(args: &[&str]) -> anyhow::Result<String> {
     let bin = bin_dir().join("telemetryctl");
     anyhow::ensure!(
         bin.exists(),
-        "{} is missing: build it first (cargo build -p telemetry-ingest --bins)",
+        "{} is missing: build it first (cargo build -p telemetryctl)",
         bin.display()
     );
     let mut cmd = std::process::Command::new(&bin);

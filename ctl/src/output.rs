@@ -2,10 +2,11 @@
 //! chart for window series.
 
 use serde::Serialize;
+use telemetry_proto::json::{
+    Counters, DeviceCount, EventJson, Leaderboard, Stats, Window, WindowPoint,
+};
 
-use super::QueryTarget;
-use crate::event::EventJson;
-use crate::query::{Counters, DeviceCount, Leaderboard, Stats, Window};
+use crate::cli::QueryTarget;
 
 /// JSON when asked for, else the table.
 pub fn print<T: Serialize>(target: &QueryTarget, value: &T, table: impl FnOnce() -> String) {
@@ -94,7 +95,7 @@ fn format_score(x: f64) -> String {
 /// One bar per minute, scaled to the largest.
 pub fn window_chart(w: &Window, by_sum: bool) -> String {
     const WIDTH: f64 = 50.0;
-    let value = |p: &crate::query::WindowPoint| if by_sum { p.sum } else { p.count as f64 };
+    let value = |p: &WindowPoint| if by_sum { p.sum } else { p.count as f64 };
     let peak = w.points.iter().map(value).fold(0.0_f64, f64::max);
     let mut out = format!(
         "{} — {} per minute\n",
@@ -195,7 +196,6 @@ pub fn stats_table(s: &Stats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::WindowPoint;
 
     #[test]
     fn table_aligns_columns() {

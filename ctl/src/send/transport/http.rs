@@ -1,0 +1,140 @@
+//! A call over HTTP: one `POST /api/v1/events/batch` of JSON events,
+//! answered by an `AckJson` (200, or 422 when every event was rejected).
+//!
+//! The generator's events are already JSON objects, so the body is only
+//! their concatenation inside `[` `]`.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use telemetry_proto::json::AckJson;
+
+use super::Failure;
+use crate::send::report::Tally;
+
+/// An HTTP client for one base URL.
+#[derive(Clone)]
+pub struct Client {
+    client: reqwest::Client,
+    /// The batch endpoint under the base URL.
+    url: String,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        Client {
+            client: reqwest::Client::new(),
+            url: format!("{}/api/v1/events/batch", base.trim_end_matches('/')),
+        }
+    }
+
+    /// One attempt: the whole call's tally, or how far it got.
+    pub async fn send(&self, events: &[Bytes]) -> Result<Tally, Failure> {
+        let response = self
+            .client
+            .post(&self.url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(json_array(events))
+            .send()
+            .await
+            .map_err(|e| Failure::Retryable {
+                settled: Tally::default(),
+                message: e.to_string(),
+            })?;
+        let status = response.status();
+        let settled = settled(response.headers());
+        let body = response.text().await.unwrap_or_default();
+        answer(status, settled, &body, events.len())
+    }
+}
+
+/// The events as one JSON array.
+fn json_array(events: &[Bytes]) -> Bytes {
+    let len: usize = events.iter().map(|e| e.len() + 1).sum();
+    let mut body = BytesMut::with_capacity(len + 2);
+    body.put_u8(b'[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.put_u8(b',');
+        }
+        body.put_slice(e);
+    }
+    body.put_u8(b']');
+    body.freeze()
+}
+
+/// How far a failed call got, from the server's `telemetry-*` headers.
+fn settled(headers: &HeaderMap) -> Tally {
+    let count = |key: &str| {
+        headers
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Tally {
+        accepted: count("telemetry-accepted"),
+        rejected: 0,
+        duplicates: count("telemetry-duplicates"),
+        settled: count("telemetry-settled"),
+    }
+}
+
+/// The answer to a call of `sent` events: its ack, or a failure that is
+/// retryable when the server was full (429) or unavailable (503).
+fn answer(status: StatusCode, settled: Tally, body: &str, sent: usize) -> Result<Tally, Failure> {
+    if status.is_success() || status == StatusCode::UNPROCESSABLE_ENTITY {
+        let ack: AckJson = serde_json::from_str(body).map_err(|e| Failure::Fatal {
+            message: e.to_string(),
+        })?;
+        return Ok(Tally {
+            accepted: ack.accepted,
+            rejected: ack.rejected,
+            duplicates: ack.duplicates,
+            settled: sent as u64,
+        });
+    }
+    let message = format!("{status}: {body}");
+    match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+            Err(Failure::Retryable { settled, message })
+        }
+        _ => Err(Failure::Fatal { message }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_sent_as_one_json_array() {
+        let events = [Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"{}")];
+        assert_eq!(&json_array(&events)[..], b"[{\"a\":1},{}]");
+        assert_eq!(&json_array(&[])[..], b"[]");
+    }
+
+    #[test]
+    fn an_all_rejected_batch_is_an_answer_and_a_full_server_a_retryable_failure() {
+        let ack =
+            r#"{"accepted":0,"rejected":3,"duplicates":0,"rejectedByReason":{},"rejections":[]}"#;
+        let t = answer(StatusCode::UNPROCESSABLE_ENTITY, Tally::default(), ack, 3).unwrap();
+        assert_eq!((t.rejected, t.settled), (3, 3));
+
+        let mut headers = HeaderMap::new();
+        headers.insert("telemetry-settled", "0".parse().unwrap());
+        headers.insert("retry-after", "1".parse().unwrap());
+        let failed = answer(StatusCode::TOO_MANY_REQUESTS, settled(&headers), "full", 3);
+        assert_eq!(
+            failed,
+            Err(Failure::Retryable {
+                settled: Tally::default(),
+                message: "429 Too Many Requests: full".into()
+            })
+        );
+        assert!(matches!(
+            answer(StatusCode::BAD_REQUEST, Tally::default(), "no", 3),
+            Err(Failure::Fatal { .. })
+        ));
+    }
+}
