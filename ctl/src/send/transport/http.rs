@@ -74,7 +74,7 @@ fn settled(headers: &HeaderMap) -> Tally {
     };
     Tally {
         accepted: count("telemetry-accepted"),
-        rejected: 0,
+        rejected: count("telemetry-rejected"),
         duplicates: count("telemetry-duplicates"),
         settled: count("telemetry-settled"),
     }
@@ -136,5 +136,24 @@ mod tests {
             answer(StatusCode::BAD_REQUEST, Tally::default(), "no", 3),
             Err(Failure::Fatal { .. })
         ));
+    }
+
+    #[test]
+    fn a_call_that_ends_early_counts_what_the_headers_say_it_settled() {
+        let mut headers = HeaderMap::new();
+        for (key, value) in [
+            ("telemetry-accepted", "5"),
+            ("telemetry-rejected", "2"),
+            ("telemetry-duplicates", "1"),
+            ("telemetry-settled", "8"),
+        ] {
+            headers.insert(key, value.parse().unwrap());
+        }
+        let t = settled(&headers);
+        assert_eq!(
+            (t.accepted, t.rejected, t.duplicates, t.settled),
+            (5, 2, 1, 8),
+            "the same values gRPC sends as trailers"
+        );
     }
 }
