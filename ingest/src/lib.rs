@@ -18,7 +18,9 @@
 //! - [`aggregate`]: events + settings → the Redis operations of one flush (pure).
 //! - [`keys`]: the Redis key layout of a pipeline.
 //! - [`recent`]: the stored form of a recent event.
-//! - [`store`]: Redis connections and the atomic, idempotent flush script.
+//! - [`store`]: Redis connections and the atomic, idempotent flush script
+//!   (the I/O); [`store::script`]: the script's arguments and reply (pure);
+//!   [`store::refresh`]: when a recent-events list's TTL is set again (pure).
 //! - [`flush`]: the flusher task: batching, retries, answering handlers.
 //! - [`calibrate`]: the flush cost estimate, corrected by measured script time.
 //! - [`query`]: reads of counters, windows, leaderboards, recent events, stats.
