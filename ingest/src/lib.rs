@@ -26,7 +26,9 @@
 //! - [`query`]: reads of counters, windows, leaderboards, recent events, stats.
 //! - [`grpc`], [`http`], [`openapi`]: the transports.
 //! - [`health`], [`metrics`], [`reload`]: readiness, Prometheus, config hot reload.
-//! - [`server`]: `run(args, listeners, shutdown)`, what `main` and tests call.
+//! - [`server`]: `run(args, listeners, shutdown)`, what `main` and tests call:
+//!   shared state, background tasks, queue and flusher, the two servers, the
+//!   drain.
 //! - [`ctl`]: the `telemetryctl` client.
 
 pub mod aggregate;
