@@ -6,7 +6,7 @@
 //! (`Shared`), spawns the background tasks (`Background`), the queue with the
 //! intake in front of it and the flusher behind it (`start_pipeline`), and
 //! the two servers (`grpc_server`, `http_server`) with the drain watcher;
-//! it logs its addresses, serves (`serve`), and
+//! it logs the addresses the listeners are bound to, serves (`serve`), and
 //! once the servers stop waits for the flusher (`wait_for_flusher`) and the
 //! background tasks.
 //!
@@ -20,6 +20,7 @@
 //!
 //! All of it is bounded by `--shutdown-timeout-seconds`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -60,6 +61,13 @@ pub struct Listeners {
     pub http: TcpListener,
 }
 
+/// The addresses the listeners are bound to (with port 0 resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundAddrs {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
 impl Listeners {
     pub async fn bind(args: &IngestArgs) -> Result<Listeners> {
         let bind = |addr| async move {
@@ -73,6 +81,20 @@ impl Listeners {
             http: bind(args.http_listen).await?,
         })
     }
+
+    /// Where the listeners are bound: what the startup log names.
+    pub fn local_addrs(&self) -> Result<BoundAddrs> {
+        let addr = |l: &TcpListener| {
+            l.local_addr().map_err(|source| Error::Io {
+                context: "cannot read a listener's address".into(),
+                source,
+            })
+        };
+        Ok(BoundAddrs {
+            grpc: addr(&self.grpc)?,
+            http: addr(&self.http)?,
+        })
+    }
 }
 
 /// Runs the server until `shutdown` and the drain that follows complete.
@@ -81,6 +103,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let addrs = listeners.local_addrs()?;
     let shared = Shared::build(&args)?;
     let background = Background::spawn(&args, &shared);
     let (intake, query, flusher) = start_pipeline(&args, &shared);
@@ -111,7 +134,7 @@ pub async fn run(
         args.shutdown_timeout(),
     ));
 
-    tracing::info!(grpc = %args.grpc_listen, http = %args.http_listen, pipeline = %args.pipeline, "telemetry-ingest serving");
+    tracing::info!(grpc = %addrs.grpc, http = %addrs.http, pipeline = %args.pipeline, "telemetry-ingest serving");
     let served = serve(grpc, http, &shutdown, &stop_servers).await;
     // The servers are done; with them the last queue sender is gone, so the
     // flusher finishes once everything queued is stored and answered.

@@ -2,6 +2,7 @@
 //! (in-process or the real binary), a TCP proxy that can drop replies, and
 //! small clients.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -233,29 +234,54 @@ pub struct IngestProcess {
 }
 
 impl IngestProcess {
+    /// Starts the binary and waits until it is ready.
     pub async fn start(redis_url: &str, pipeline: &str, flags: &[&str]) -> IngestProcess {
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_telemetry-ingest"))
-            .arg(format!("--grpc-listen={grpc}"))
-            .arg(format!("--http-listen={http}"))
+        let p = IngestProcess::spawn(redis_url, pipeline, flags).await;
+        p.wait_ready(Duration::from_secs(20)).await;
+        p
+    }
+
+    /// Starts the binary on port 0 and learns its addresses from its startup
+    /// log line alone (JSON logs, read from its stdout by a thread that
+    /// drains it until the process exits); does not wait for readiness.
+    pub async fn spawn(redis_url: &str, pipeline: &str, flags: &[&str]) -> IngestProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_telemetry-ingest"))
+            .arg("--grpc-listen=127.0.0.1:0")
+            .arg("--http-listen=127.0.0.1:0")
             .arg(format!("--redis-url={redis_url}"))
             .arg(format!("--pipeline={pipeline}"))
+            .arg("--log-format=json")
             .args(flags)
-            .stdout(Stdio::null())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let p = IngestProcess { child, grpc, http };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if matches!(reqwest::get(format!("http://{http}/readyz")).await, Ok(r) if r.status() == 200)
-            {
-                return p;
+        let stdout = child.stdout.take().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(addrs) = serving_addrs(&line) {
+                    let _ = tx.send(addrs);
+                }
             }
+        });
+        let (grpc, http) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .expect("telemetry-ingest did not log its addresses");
+        IngestProcess { child, grpc, http }
+    }
+
+    pub async fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let url = format!("http://{}/readyz", self.http);
+        while !matches!(reqwest::get(&url).await, Ok(r) if r.status() == 200) {
             assert!(
                 Instant::now() < deadline,
-                "telemetry-ingest did not become ready"
+                "telemetry-ingest not ready within {limit:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -276,6 +302,18 @@ impl Drop for IngestProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The gRPC and HTTP addresses of a JSON startup log line
+/// (`telemetry-ingest serving`), if `line` is that line.
+pub fn serving_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = entry.get("fields")?;
+    if fields.get("message")?.as_str()? != "telemetry-ingest serving" {
+        return None;
+    }
+    let addr = |name: &str| fields.get(name)?.as_str()?.parse().ok();
+    Some((addr("grpc")?, addr("http")?))
 }
 
 /// A TCP proxy in front of Redis that can swallow the reply to the next
