@@ -57,7 +57,13 @@ pub async fn run(
 ) {
     let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let tracker = TaskTracker::new();
-    let calibration = Arc::new(Calibration::default());
+    let context = FlushContext {
+        store: store.clone(),
+        health,
+        metrics,
+        calibration: Arc::new(Calibration::default()),
+        timeout: options.timeout,
+    };
     // A chunk taken off the queue but left for the next flush.
     let mut carried: Option<Chunk> = None;
     let mut last_size = PlanSize::default();
@@ -80,7 +86,7 @@ pub async fn run(
         let mut chunks = vec![first];
         let linger_until = tokio::time::Instant::now() + options.linger;
         // The budget in the plan's (uncalibrated) units.
-        let budget = options.budget_micros / calibration.factor();
+        let budget = options.budget_micros / context.calibration.factor();
         while plan.events() < options.batch_size && plan.cost_micros() < budget {
             let next = match rx.try_recv() {
                 Ok(chunk) => Some(chunk),
@@ -105,18 +111,12 @@ pub async fn run(
             }
             chunks.push(chunk);
         }
-        let unit = Unit {
-            store: store.clone(),
-            health: health.clone(),
-            metrics: metrics.clone(),
-            calibration: calibration.clone(),
-            timeout: options.timeout,
-        };
+        let context = context.clone();
         last_size = plan.size();
         let span = tracing::debug_span!("flush", events = plan.events(), chunks = chunks.len());
         tracker.spawn(
             async move {
-                unit.flush(chunks, plan).await;
+                context.flush(chunks, plan).await;
                 drop(slot);
             }
             .instrument(span),
@@ -126,8 +126,10 @@ pub async fn run(
     tracker.wait().await;
 }
 
-/// One flush and what it needs.
-struct Unit {
+/// What every flush shares: where it goes, what it reports to, and how
+/// long it may be retried. Cloned into each flush's task.
+#[derive(Clone)]
+struct FlushContext {
     store: Store,
     health: Arc<Health>,
     metrics: Metrics,
@@ -135,7 +137,8 @@ struct Unit {
     timeout: Duration,
 }
 
-impl Unit {
+impl FlushContext {
+    /// Applies one flush and answers each of its chunks.
     async fn flush(self, chunks: Vec<Chunk>, plan: Plan) {
         let started = Instant::now();
         let size = plan.events();

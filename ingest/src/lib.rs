@@ -23,13 +23,17 @@
 //! - [`aggregate`]: events + settings → the Redis operations of one flush (pure).
 //! - [`keys`]: the Redis key layout of a pipeline.
 //! - [`recent`]: the stored form of a recent event.
-//! - [`store`]: Redis connections and the atomic, idempotent flush script.
+//! - [`store`]: Redis connections and the atomic, idempotent flush script
+//!   (the I/O); [`store::script`]: the script's arguments and reply (pure);
+//!   [`store::refresh`]: when a recent-events list's TTL is set again (pure).
 //! - [`flush`]: the flusher task: batching, retries, answering handlers.
 //! - [`calibrate`]: the flush cost estimate, corrected by measured script time.
 //! - [`query`]: reads of counters, windows, leaderboards, recent events, stats.
 //! - [`grpc`], [`http`], [`openapi`]: the transports.
 //! - [`health`], [`metrics`], [`reload`]: readiness, Prometheus, config hot reload.
-//! - [`server`]: `run(args, listeners, shutdown)`, what `main` and tests call.
+//! - [`server`]: `run(args, listeners, shutdown)`, what `main` and tests call:
+//!   shared state, background tasks, queue and flusher, the two servers, the
+//!   drain.
 //! - [`error`]: the crate's one error type, and its gRPC and HTTP statuses.
 
 pub mod aggregate;

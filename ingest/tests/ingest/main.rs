@@ -3,4 +3,5 @@
 mod acks;
 mod aggregates;
 mod failures;
+mod startup;
 mod support;

@@ -3,6 +3,7 @@
 //! clients, and [`wait_for`], which tests use instead of sleeping.
 
 use std::future::Future;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -245,31 +246,53 @@ pub struct IngestProcess {
 }
 
 impl IngestProcess {
+    /// Starts the binary and waits until it is ready.
     pub async fn start(redis_url: &str, pipeline: &str, flags: &[&str]) -> IngestProcess {
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_telemetry-ingest"))
-            .arg(format!("--grpc-listen={grpc}"))
-            .arg(format!("--http-listen={http}"))
+        let p = IngestProcess::spawn(redis_url, pipeline, flags).await;
+        p.wait_ready(Duration::from_secs(20)).await;
+        p
+    }
+
+    /// Starts the binary on port 0 and learns its addresses from its startup
+    /// log line alone (JSON logs, read from its stdout by a thread that
+    /// drains it until the process exits); does not wait for readiness.
+    pub async fn spawn(redis_url: &str, pipeline: &str, flags: &[&str]) -> IngestProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_telemetry-ingest"))
+            .arg("--grpc-listen=127.0.0.1:0")
+            .arg("--http-listen=127.0.0.1:0")
             .arg(format!("--redis-url={redis_url}"))
             .arg(format!("--pipeline={pipeline}"))
+            .arg("--log-format=json")
             .args(flags)
-            .stdout(Stdio::null())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Built first, so a start that times out still kills the child.
-        let p = IngestProcess { child, grpc, http };
-        wait_for(
-            "telemetry-ingest to be ready",
-            Duration::from_secs(20),
-            || async {
-                matches!(reqwest::get(format!("http://{http}/readyz")).await, Ok(r) if r.status() == 200)
-                    .then_some(())
-            },
-        )
+        let stdout = child.stdout.take().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(addrs) = serving_addrs(&line) {
+                    let _ = tx.send(addrs);
+                }
+            }
+        });
+        let (grpc, http) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .expect("telemetry-ingest did not log its addresses");
+        IngestProcess { child, grpc, http }
+    }
+
+    pub async fn wait_ready(&self, limit: Duration) {
+        let url = format!("http://{}/readyz", self.http);
+        wait_for("telemetry-ingest to be ready", limit, || async {
+            matches!(reqwest::get(&url).await, Ok(r) if r.status() == 200).then_some(())
+        })
         .await;
-        p
     }
 
     pub fn sigterm(&self) {
@@ -308,6 +331,18 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The gRPC and HTTP addresses of a JSON startup log line
+/// (`telemetry-ingest serving`), if `line` is that line.
+pub fn serving_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = entry.get("fields")?;
+    if fields.get("message")?.as_str()? != "telemetry-ingest serving" {
+        return None;
+    }
+    let addr = |name: &str| fields.get(name)?.as_str()?.parse().ok();
+    Some((addr("grpc")?, addr("http")?))
 }
 
 /// A TCP proxy in front of Redis that can swallow the reply to the next
