@@ -26,7 +26,8 @@
 //!   policies, fallback, Redis saturation, scale-down victims.
 //! - [`scaler`]: the autoscaler's I/O, every sync period per pipeline:
 //!   `/scale` and pods → [`scrape`] → [`autoscale::decide`] → deletion costs
-//!   and `/scale` → Events and `status.autoscaling` (its history included).
+//!   and `/scale` → Events and `status.autoscaling` (its history included);
+//!   what it writes there is computed by the pure `scaler::record`.
 //! - [`controller`]: the kube-runtime `Controller`, the HTTP server
 //!   ([`http`]: /healthz, /readyz, /metrics from [`metrics`]) and shutdown.
 //! - [`lease`]: leader election. With `--leader-elect` the controller (the
