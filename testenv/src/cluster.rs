@@ -231,7 +231,7 @@ impl TestNamespace {
             Err(e) => return Err(e).context(format!("deleting namespace {}", self.name)),
         }
         let name = self.name.clone();
-        wait_for(
+        let gone = wait_for(
             &format!("namespace {name} to be gone"),
             Duration::from_secs(180),
             || {
@@ -240,7 +240,23 @@ impl TestNamespace {
                 async move { matches!(api.get_opt(&name).await, Ok(None)).then_some(()) }
             },
         )
-        .await
+        .await;
+        let Err(e) = gone else { return Ok(()) };
+        // Say what holds it: the namespace controller's conditions name the
+        // remaining content and when it looks again.
+        let conditions = match api.get_opt(&name).await {
+            Ok(Some(ns)) => ns
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c.status == "True")
+                .map(|c| format!("{}: {}", c.type_, c.message.unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => String::new(),
+        };
+        Err(anyhow::anyhow!("{e}; namespace conditions: {conditions}"))
     }
 }
 

@@ -846,7 +846,7 @@ async fn a_paused_pipeline_is_not_scaled_until_it_is_resumed() -> anyhow::Result
 /// that much time.
 #[tokio::test]
 async fn a_slow_drain_raises_the_shutdown_timeout_and_the_grace_period() -> anyhow::Result<()> {
-    let world = World::new("as-drain").await?;
+    let mut world = World::new("as-drain").await?;
     let name = "drain";
     let yaml = format!(
         r#"
@@ -949,7 +949,30 @@ spec:
         "no DrainTimeoutRaised event: {events}"
     );
 
-    world.operator.unwrap().stop().await?;
+    world.operator.take().expect("the operator").stop().await?;
+    // The pods now have a grace period of minutes. Kubernetes' namespace
+    // controller, finding a pod still terminating, looks again only after
+    // half the longest grace period, however fast the pod exits; so the pods
+    // go first (the Deployment in the foreground, the operator stopped so
+    // nothing recreates it), then the namespace.
+    world
+        .kubectl_ok(&[
+            "delete",
+            "deployment",
+            &format!("{name}-ingest"),
+            "--cascade=foreground",
+            "--wait=true",
+            "--timeout=120s",
+        ])
+        .await?;
+    wait_for("no ingest pod left", Duration::from_secs(60), || async {
+        let pods = world
+            .kubectl_ok(&["get", "pods", "-o", "name"])
+            .await
+            .ok()?;
+        (!pods.contains("-ingest-")).then_some(())
+    })
+    .await?;
     world.ns.cleanup().await
 }
 
