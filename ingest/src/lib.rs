@@ -20,7 +20,10 @@
 //! - [`intake`]: per-call admission, validation (the only way into
 //!   [`validate`], for both transports), chunking and the tally of an answer.
 //! - [`queue`]: the bounded queue; its depth is what the operator scales on.
-//! - [`aggregate`]: events + settings → the Redis operations of one flush (pure).
+//! - [`aggregate`]: events + settings → the Redis operations of one flush (pure):
+//!   the settings and filters (`aggregate::settings`), what one event adds per
+//!   aggregation kind (`aggregate::event_ops`), the writes grouped for the
+//!   flush script (`aggregate::writes`).
 //! - [`keys`]: the Redis key layout of a pipeline.
 //! - [`recent`]: the stored form of a recent event.
 //! - [`store`]: Redis connections and the atomic, idempotent flush script

@@ -16,7 +16,10 @@
 //!   what the status needs (children, their pods, referenced Secrets).
 //! - [`status`]: conditions (`Ready`, `Progressing`, `Degraded`, ...) and
 //!   replica counts as a pure function of what was observed and the time;
-//!   written only when changed.
+//!   written only when changed. By concern: `status::observed` (the input),
+//!   `status::pod` (each pod's health), `status::part` (where Redis and
+//!   ingest stand), `status::conditions` (the types, `lastTransitionTime`
+//!   kept), `status::events` (the Events a change is worth).
 //! - [`scrape`]: the ingest pods' `/metrics` for the autoscaler: which pods
 //!   to scrape (pure), a concurrent bounded scraper, and a cache of their
 //!   last valid samples with the rates derived from them (pure, time passed
@@ -27,7 +30,9 @@
 //! - [`scaler`]: the autoscaler's I/O, every sync period per pipeline:
 //!   `/scale` and pods → [`scrape`] → [`autoscale::decide`] → deletion costs
 //!   and `/scale` → Events and `status.autoscaling` (its history included);
-//!   what it writes there is computed by the pure `scaler::record`.
+//!   what it writes there is computed by the pure `scaler::record` and
+//!   written by `scaler::status_write`; the decision's inputs are built by the
+//!   pure `scaler::inputs`.
 //! - [`controller`]: the kube-runtime `Controller`, the HTTP server
 //!   ([`http`]: /healthz, /readyz, /metrics from [`metrics`]) and shutdown.
 //! - [`lease`]: leader election. With `--leader-elect` the controller (the

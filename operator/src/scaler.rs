@@ -10,6 +10,11 @@
 //! once. The history lives in memory between ticks and in the status across
 //! restarts: on first sight of a pipeline it is read back from the status,
 //! so a restart neither forgets a pending scale-down window nor scales early.
+//!
+//! Submodules: `inputs` (pure) builds what the decision sees from the pods,
+//! the scrape cache and the Deployment; `record` (pure) what is written in
+//! the status; `status_write` writes it (and clears it when autoscaling is
+//! disabled).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -17,30 +22,31 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::Store;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::autoscale::{
-    self, Action, Decision, History, Inputs, Millis, Phase, PodInput, condition, drain, victim,
-};
+use crate::autoscale::{self, Action, Decision, History, Millis, drain, victim};
 use crate::crd::TelemetryPipeline;
-use crate::crd::autoscaling::{AutoscalingSpec, AutoscalingStatus, DrainStatus};
+use crate::crd::autoscaling::{AutoscalingSpec, DrainStatus};
 use crate::metrics::Metrics;
 
+mod inputs;
 mod record;
+mod status_write;
 
 use crate::resources::{AUTOSCALER_MANAGER, Names, ingest};
 use crate::scrape::{self, PodClass, SampleCache, Scraper, Target};
 use crate::{Error, Result};
+use inputs::inputs;
 pub use record::{HISTORY_REFRESH_MS, conditions_of, history_from_status, needs_write, status_of};
-use record::{same_conditions, transition_events};
+pub use status_write::AUTOSCALER_CONDITIONS;
+use status_write::{has_autoscaler_status, held_status};
 
 /// How often the task looks for pipelines that are due.
 const POLL: Duration = Duration::from_millis(200);
@@ -202,12 +208,7 @@ impl Scaler {
                         .inc(),
                 }
             }
-            let inputs = Inputs {
-                current,
-                pods: pods.iter().map(|p| pod_input(p, &t.cache)).collect(),
-                redis_busy_permille: redis_busy(&t.cache, &pods),
-                rollout_in_progress: rolling_out(&deployment),
-            };
+            let inputs = inputs(current, &pods, &t.cache, &deployment);
             let history = t.history.clone().unwrap_or_else(|| {
                 history_from_status(tp.status.as_ref().and_then(|s| s.autoscaling.as_ref()), now)
             });
@@ -439,109 +440,6 @@ impl Scaler {
         tokio::time::sleep(DELETION_COST_SETTLE).await;
         Ok(())
     }
-
-    /// Writes `status.autoscaling` and the autoscaler's conditions when they
-    /// changed, and publishes the events of condition transitions.
-    async fn write_status(
-        &self,
-        tp: &TelemetryPipeline,
-        decision: &Decision,
-        new: AutoscalingStatus,
-    ) -> Result<()> {
-        let old = held_status(tp).cloned();
-        let old_conditions: Vec<Condition> = tp
-            .status
-            .iter()
-            .flat_map(|s| s.conditions.iter())
-            .filter(|c| AUTOSCALER_CONDITIONS.contains(&c.type_.as_str()))
-            .cloned()
-            .collect();
-        let now = Time(Timestamp::now());
-        let conditions = conditions_of(decision, &old_conditions, tp.metadata.generation, &now);
-        if !needs_write(old.as_ref(), &new) && same_conditions(&old_conditions, &conditions) {
-            return Ok(());
-        }
-        self.apply_status(
-            tp,
-            serde_json::json!({ "autoscaling": new, "conditions": conditions }),
-            "update",
-        )
-        .await?;
-        self.metrics.status_writes.inc();
-        for (type_, reason, note) in transition_events(&old_conditions, &conditions) {
-            crate::event::publish(&self.recorder, tp, type_, &reason, "Autoscale", note).await;
-        }
-        Ok(())
-    }
-
-    /// Server-side applies `status` (the autoscaler's part only) under
-    /// [`AUTOSCALER_MANAGER`]: fields it owned and leaves out are removed.
-    async fn apply_status(
-        &self,
-        tp: &TelemetryPipeline,
-        status: serde_json::Value,
-        verb: &str,
-    ) -> Result<()> {
-        let ns = tp.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
-        let name = tp.name_any();
-        let patch = serde_json::json!({
-            "apiVersion": TelemetryPipeline::api_version(&()),
-            "kind": TelemetryPipeline::kind(&()),
-            "status": status,
-        });
-        Api::<TelemetryPipeline>::namespaced(self.client.clone(), &ns)
-            .patch_status(
-                &name,
-                &PatchParams::apply(AUTOSCALER_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(|e| {
-                Error::kube(
-                    format!("{verb} autoscaling status of TelemetryPipeline {ns}/{name}"),
-                    e,
-                )
-            })?;
-        Ok(())
-    }
-
-    /// Removes what the autoscaler wrote once autoscaling is disabled.
-    async fn clear_status(&self, tp: &TelemetryPipeline) -> Result<()> {
-        if !has_autoscaler_status(tp) {
-            return Ok(());
-        }
-        self.apply_status(tp, serde_json::json!({}), "clear")
-            .await?;
-        self.metrics
-            .autoscaler
-            .forget(&tp.namespace().unwrap_or_default(), &tp.name_any());
-        self.pipelines
-            .lock()
-            .expect("not poisoned")
-            .remove(&Self::key(tp));
-        Ok(())
-    }
-}
-
-/// The autoscaler's part of the pipeline's status, as last read.
-fn held_status(tp: &TelemetryPipeline) -> Option<&AutoscalingStatus> {
-    tp.status.as_ref().and_then(|s| s.autoscaling.as_ref())
-}
-
-/// The condition types the autoscaler writes.
-pub const AUTOSCALER_CONDITIONS: [&str; 3] = [
-    condition::SCALING_ACTIVE,
-    condition::SCALING_LIMITED,
-    condition::FALLBACK_ACTIVE,
-];
-
-fn has_autoscaler_status(tp: &TelemetryPipeline) -> bool {
-    tp.status.as_ref().is_some_and(|s| {
-        s.autoscaling.is_some()
-            || s.conditions
-                .iter()
-                .any(|c| AUTOSCALER_CONDITIONS.contains(&c.type_.as_str()))
-    })
 }
 
 /// Runs the autoscaler until `shutdown`: polls the controllers' `stores`
@@ -583,100 +481,5 @@ pub async fn run(
         {
             std::panic::resume_unwind(e.into_panic());
         }
-    }
-}
-
-fn phase(pod: &Pod) -> Phase {
-    match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
-        Some("Running") => Phase::Running,
-        Some("Succeeded") => Phase::Succeeded,
-        Some("Failed") => Phase::Failed,
-        Some("Unknown") => Phase::Unknown,
-        _ => Phase::Pending,
-    }
-}
-
-/// One pod as [`autoscale::decide`] sees it.
-fn pod_input(pod: &Pod, cache: &SampleCache) -> PodInput {
-    let name = pod.name_any();
-    PodInput {
-        phase: match scrape::classify(pod) {
-            // Running without a usable IP: its metric is missing.
-            PodClass::Unknown => Phase::Unknown,
-            _ => phase(pod),
-        },
-        terminating: scrape::is_terminating(pod),
-        ready: scrape::is_ready(pod),
-        created: pod
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map_or(0, |t| t.0.as_millisecond()),
-        queue: cache.queue(&name),
-        rate: cache.rate(&name),
-        deletion_cost: pod
-            .annotations()
-            .get(victim::DELETION_COST)
-            .and_then(|v| v.parse().ok()),
-        name,
-    }
-}
-
-/// Per mille of the time Redis spent running the listed pods' flush
-/// scripts: each pod's busy seconds over the interval between its last two
-/// scrapes, summed. None until some pod was scraped twice.
-fn redis_busy(cache: &SampleCache, pods: &[Pod]) -> Option<u32> {
-    let shares: Vec<f64> = pods
-        .iter()
-        .filter_map(|p| {
-            let name = p.metadata.name.as_deref()?;
-            let busy = cache.redis_busy_seconds(name)?;
-            let interval = cache.interval_ms(name).filter(|&ms| ms > 0)? as f64 / 1000.0;
-            Some(busy / interval)
-        })
-        .collect();
-    if shares.is_empty() {
-        return None;
-    }
-    let busy: f64 = shares.iter().sum();
-    Some((busy * 1000.0).clamp(0.0, 1000.0).round() as u32)
-}
-
-/// Whether the Deployment is rolling out: a change not yet observed, pods
-/// not yet updated, or more pods than wanted (old ones still going).
-fn rolling_out(d: &Deployment) -> bool {
-    let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let Some(status) = d.status.as_ref() else {
-        return true;
-    };
-    status.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0)
-        || status.updated_replicas.unwrap_or(0) < wanted
-        || status.replicas.unwrap_or(0) > status.updated_replicas.unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_deployment_with_pods_not_yet_updated_is_rolling_out() {
-        let mut d = Deployment::default();
-        d.metadata.generation = Some(2);
-        d.spec = Some(k8s_openapi::api::apps::v1::DeploymentSpec {
-            replicas: Some(3),
-            ..Default::default()
-        });
-        d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
-            observed_generation: Some(2),
-            replicas: Some(3),
-            updated_replicas: Some(3),
-            ..Default::default()
-        });
-        assert!(!rolling_out(&d));
-        d.status.as_mut().unwrap().updated_replicas = Some(2);
-        assert!(rolling_out(&d));
-        d.status.as_mut().unwrap().updated_replicas = Some(3);
-        d.status.as_mut().unwrap().replicas = Some(4);
-        assert!(rolling_out(&d), "an old pod still going");
     }
 }

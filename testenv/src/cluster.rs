@@ -301,7 +301,7 @@ where
 
 /// The pod's IP if the API says it is Ready.
 pub fn ready_ip(pod: &Pod) -> Option<Ipv4Addr> {
-    if !crate::kubelet::is_ready(pod) || pod.metadata.deletion_timestamp.is_some() {
+    if !crate::context::is_ready(pod) || pod.metadata.deletion_timestamp.is_some() {
         return None;
     }
     pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()

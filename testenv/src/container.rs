@@ -14,8 +14,8 @@ use rustix::process::Signal;
 use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 
+use crate::context::Context;
 use crate::env::{self, Missing};
-use crate::kubelet::Context;
 use crate::probe::{self, Streak};
 use crate::process::{self, Exit, Running};
 use crate::status::{self, State};

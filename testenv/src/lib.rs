@@ -6,8 +6,10 @@
 //! - **the kubelet stand-in** (binary `telemetry-kubelet`, entry point
 //!   [`kubelet::run`]): registers a Ready [`node`], binds Pending pods, and
 //!   runs each [`pod`] as local processes on its own 127.0.0.N address
-//!   ([`ipam`]). Per [`container`]: which [`program`] an image maps to and how
-//!   it is confined to its pod IP; its [`env`] (with [`expand`] for `$(VAR)`);
+//!   ([`ipam`]); what the pod workers share (client, informer caches,
+//!   addresses) is their [`context`]. Per [`container`]: which [`program`]
+//!   an image maps to and how it is confined to its pod IP; its [`env`]
+//!   (with [`expand`] for `$(VAR)`);
 //!   [`substitute`] for Service names (no DNS, no kube-proxy); [`volume`]s as
 //!   directories and path rewriting; [`token`] for ServiceAccount
 //!   credentials; [`probe`]s; [`process`] start/signal/reap. The pod's
@@ -18,7 +20,9 @@
 //!
 //! Data flow: pod watch → `kubelet` (bind, spawn a worker per pod) → `pod`
 //! (IP, volumes, token) → `container` (prepare → spawn → probe → restart /
-//! terminate) → `status` → the pod's status subresource.
+//! terminate) → `status` → the pod's status subresource. `kubelet` builds the
+//! `context` that `pod` and `container` use; none of them imports the one
+//! before it.
 //!
 //! The stand-in never dials outside 127.0.0.0/8: probes go to the pod IP,
 //! Services resolve to pod IPs, and a process whose configuration names a
@@ -27,6 +31,7 @@
 pub mod claim;
 pub mod cluster;
 pub mod container;
+pub mod context;
 pub mod env;
 pub mod error;
 pub mod expand;

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::container::{self, PodSetup};
-use crate::kubelet::Context;
+use crate::context::Context;
 use crate::layout;
 use crate::status::{self, State, Transitions};
 use crate::volume;

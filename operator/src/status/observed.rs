@@ -1,0 +1,171 @@
+//! What the reconcile observed, the input of [`compute`](super::compute):
+//! the children and their pods ([`Observed`]), the Secrets the spec refers to
+//! ([`SecretRef`], [`SecretState`]) and a [`Problem`] met while applying.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::crd::TelemetryPipeline;
+
+/// The spec field that names an external Redis' password Secret.
+pub const EXTERNAL_PASSWORD_FIELD: &str = "spec.redis.external.passwordSecretRef";
+
+/// A problem the reconcile ran into that the user must fix (it is not retried
+/// in a hot loop), reported as `Degraded=True` with this reason and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// PascalCase reason, e.g. `InvalidAggregation`.
+    pub reason: String,
+    /// What is wrong and what to do about it.
+    pub message: String,
+}
+
+/// A Secret the spec refers to that the operator does not manage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    /// The spec field that names it, e.g. `spec.redis.external.passwordSecretRef`.
+    pub field: &'static str,
+    /// The Secret's name (in the pipeline's namespace).
+    pub name: String,
+    /// The key the pods read from it.
+    pub key: String,
+}
+
+impl SecretRef {
+    /// The Secrets `tp` refers to: an external Redis' password Secret.
+    pub fn all_of(tp: &TelemetryPipeline) -> Vec<SecretRef> {
+        let external = tp.spec.redis.external.as_ref();
+        external
+            .and_then(|ext| ext.password_secret_ref.as_ref())
+            .map(|r| SecretRef {
+                field: EXTERNAL_PASSWORD_FIELD,
+                name: r.name.clone(),
+                key: r.key.clone(),
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
+/// What the reconcile found of a referenced Secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretState {
+    /// The Secret exists and has the key.
+    Present,
+    /// The Secret exists without the key.
+    KeyMissing,
+    /// There is no such Secret.
+    Missing,
+}
+
+/// What the operator saw of the children in this reconcile.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// The managed Redis StatefulSet (None when missing or when Redis is external).
+    pub redis: Option<StatefulSet>,
+    /// The ingest Deployment, if it exists.
+    pub deployment: Option<Deployment>,
+    /// The managed Redis' pods (by its selector labels).
+    pub redis_pods: Vec<Pod>,
+    /// The ingest pods (by the Deployment's selector labels), old and new.
+    pub ingest_pods: Vec<Pod>,
+    /// Each Secret the spec refers to ([`SecretRef::all_of`]) and what was found.
+    pub secrets: Vec<(SecretRef, SecretState)>,
+    /// A permanent problem met while applying, if any.
+    pub problem: Option<Problem>,
+}
+
+/// The problem a missing Secret or key is, if any: the pods that read it
+/// cannot start until it exists.
+pub fn secret_problem(secrets: &[(SecretRef, SecretState)]) -> Option<Problem> {
+    secrets.iter().find_map(|(r, state)| match state {
+        SecretState::Present => None,
+        SecretState::Missing => Some(Problem {
+            reason: "RedisSecretMissing".into(),
+            message: format!(
+                "Secret {:?} named in {} does not exist: create it with the Redis password under key {:?}; the ingest pods start once it exists",
+                r.name, r.field, r.key
+            ),
+        }),
+        SecretState::KeyMissing => Some(Problem {
+            reason: "RedisSecretKeyMissing".into(),
+            message: format!(
+                "Secret {:?} named in {} has no key {:?}: add the Redis password under that key; the ingest pods start once it exists",
+                r.name, r.field, r.key
+            ),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::fixtures::*;
+    use crate::status::{DEGRADED, READY, compute};
+
+    #[test]
+    fn a_missing_external_redis_secret_is_named_in_degraded_and_ready() {
+        let tp = TelemetryPipeline::test().with_external_redis("redis://cache:6379", Some("creds"));
+        let secret = SecretRef::all_of(&tp);
+        assert_eq!(
+            secret,
+            [SecretRef {
+                field: "spec.redis.external.passwordSecretRef",
+                name: "creds".into(),
+                key: "password".into(),
+            }]
+        );
+        let stuck = pod(
+            "pipe-ingest-abc",
+            false,
+            100,
+            container(
+                false,
+                waiting(
+                    "CreateContainerConfigError",
+                    "key \"password\" of secret \"creds\" not found",
+                ),
+                None,
+            ),
+        );
+        let observed = Observed {
+            redis: None,
+            redis_pods: vec![],
+            deployment: Some(deployment(1, 0, 1)),
+            ingest_pods: vec![stuck],
+            secrets: vec![(secret[0].clone(), SecretState::Missing)],
+            problem: None,
+        };
+        let s = compute(&tp, &observed, at(105));
+        for t in [READY, DEGRADED] {
+            let c = cond(&s, t);
+            assert_eq!(c.reason, "RedisSecretMissing", "{t}");
+            for part in [
+                "\"creds\"",
+                "\"password\"",
+                "spec.redis.external.passwordSecretRef",
+            ] {
+                assert!(c.message.contains(part), "{t}: {}", c.message);
+            }
+        }
+        assert_eq!(cond(&s, DEGRADED).status, "True");
+
+        let key_missing = Observed {
+            secrets: vec![(secret[0].clone(), SecretState::KeyMissing)],
+            ..observed.clone()
+        };
+        let s = compute(&tp, &key_missing, at(105));
+        assert_eq!(state(&s, DEGRADED), ("True", "RedisSecretKeyMissing"));
+
+        // Deleted after the pods started: they still serve, but the next one
+        // to start will not.
+        let serving = Observed {
+            deployment: Some(deployment(1, 1, 1)),
+            ingest_pods: vec![ready_pod("pipe-ingest-abc")],
+            ..observed
+        };
+        let s = compute(&tp, &serving, at(105));
+        assert_eq!(state(&s, READY), ("True", "Ready"));
+        assert_eq!(state(&s, DEGRADED), ("True", "RedisSecretMissing"));
+    }
+}
