@@ -64,9 +64,22 @@ pub struct EventJson {
     pub user_id: String,
     #[serde(default)]
     pub value: f64,
-    /// Values of at most 256 characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "utoipa", schema(schema_with = attributes_schema))]
     pub attributes: BTreeMap<String, String>,
+}
+
+/// `attributes`: string values of at most 256 characters.
+#[cfg(feature = "utoipa")]
+fn attributes_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    let value = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(256));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(value))
+        .build()
 }
 
 /// A packet in the HTTP API's JSON shape.
