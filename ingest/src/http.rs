@@ -1,7 +1,10 @@
 //! HTTP/JSON on :8000: ingest, queries, health and metrics.
 //!
 //! `router(state)` is the whole API; `main` serves it and the tests drive it
-//! with `oneshot`. Errors become JSON answers in one place,
+//! with `oneshot`. Each handler carries its `#[utoipa::path]`, and [`api`]
+//! registers it with `routes!`, which adds it to the router and to the OpenAPI
+//! document ([`crate::openapi`]) at once; the page at `/docs` shows that
+//! document. Errors become JSON answers in one place,
 //! [`IntoResponse for Error`](Error): `{"error": {"code", "message", ...}}`
 //! with 400/422/429/503/404 and `Retry-After` where retrying helps. An ingest
 //! call that ends early also says how far it got in `telemetry-*` headers,
@@ -15,13 +18,18 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query as QueryParams, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use telemetry_proto::json::{AckJson, EventJson, RejectionJson};
+use telemetry_proto::json::{
+    AckJson, CounterValue, Counters, DeviceCount, EventJson, Leaderboard, RejectionJson, Stats,
+    Window,
+};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::intake::{Intake, Partial, Tally};
+use crate::openapi::{ApiDoc, BadRequest, Interrupted, Invalid, NotFound, UnavailableQuery};
 use crate::query::{DeviceParams, Query};
 use crate::{Error, Result};
 
@@ -37,22 +45,29 @@ pub struct AppState {
     pub max_batch: usize,
 }
 
-/// The whole HTTP API.
+/// Every route of the API with its OpenAPI operation: one list for both, so
+/// that no route goes undocumented and no documented operation unserved.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(post_event))
+        .routes(routes!(post_batch))
+        .routes(routes!(get_devices))
+        .routes(routes!(get_recent))
+        .routes(routes!(get_counters))
+        .routes(routes!(get_counter))
+        .routes(routes!(get_leaderboard))
+        .routes(routes!(get_window))
+        .routes(routes!(get_stats))
+        .routes(routes!(get_openapi))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+}
+
+/// The whole HTTP API, plus the interactive page at `/docs`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/v1/events", post(post_event))
-        .route("/api/v1/events/batch", post(post_batch))
-        .route("/api/v1/devices", get(get_devices))
-        .route("/api/v1/devices/{device_id}/recent", get(get_recent))
-        .route("/api/v1/counters", get(get_counters))
-        .route("/api/v1/counters/{event_type}", get(get_counter))
-        .route("/api/v1/leaderboards/{name}", get(get_leaderboard))
-        .route("/api/v1/windows/{name}", get(get_window))
-        .route("/api/v1/stats", get(get_stats))
-        .route("/api/v1/openapi.json", get(get_openapi))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let (api, _) = api().split_for_parts();
+    api.merge(crate::openapi::docs_page())
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(state)
 }
@@ -82,23 +97,55 @@ impl From<Tally> for AckJson {
     }
 }
 
+/// The body of every error answer: `{"error": {...}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorJson {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid_argument`, `invalid_event`, `queue_full`, `unavailable`,
+    /// `shutting_down`, `not_found` or `internal`.
+    pub code: &'static str,
+    pub message: String,
+    /// The event field that broke a rule (invalid events only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+    /// The rule it broke, e.g. `device_id.invalid_chars` (invalid events only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// The configured names (unknown window or leaderboard only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known: Option<Vec<String>>,
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.http_status();
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "internal error");
         }
-        let mut body = serde_json::json!({ "code": self.code(), "message": self.to_string() });
-        match &self {
-            Error::InvalidEvent(r) => {
-                body["field"] = r.field.into();
-                body["reason"] = r.reason.into();
-            }
-            Error::NotFound { known, .. } => body["known"] = known.clone().into(),
-            _ => {}
-        }
+        let (field, reason) = match &self {
+            Error::InvalidEvent(r) => (Some(r.field), Some(r.reason)),
+            _ => (None, None),
+        };
+        let known = match &self {
+            Error::NotFound { known, .. } => Some(known.clone()),
+            _ => None,
+        };
+        let body = ErrorJson {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+                field,
+                reason,
+                known,
+            },
+        };
         let retry_after = self.retry_after();
-        let mut response = (status, Json(serde_json::json!({ "error": body }))).into_response();
+        let mut response = (status, Json(body)).into_response();
         if let Some(secs) = retry_after {
             response
                 .headers_mut()
@@ -122,6 +169,14 @@ fn partial_response(p: Partial) -> Response {
 
 /// One event: 200 with the ack, or the event's rejection as an error (422,
 /// or 400 when the body is not an event at all).
+#[utoipa::path(
+    post,
+    path = "/api/v1/events",
+    tag = crate::openapi::INGEST,
+    summary = "Ingest one event",
+    request_body = EventJson,
+    responses((status = 200, description = "Stored", body = AckJson), BadRequest, Invalid, Interrupted)
+)]
 #[tracing::instrument(skip_all, name = "http.post_event")]
 async fn post_event(State(s): State<AppState>, body: Bytes) -> Response {
     let mut sub = match s.intake.begin(TRANSPORT, false) {
@@ -163,6 +218,19 @@ fn split_batch(body: &[u8]) -> Option<Vec<&RawValue>> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/events/batch",
+    tag = crate::openapi::INGEST,
+    summary = "Ingest 1..=1000 events; invalid ones are rejected one by one, the rest stored",
+    request_body = crate::openapi::Batch,
+    responses(
+        (status = 200, description = "Stored, but for the rejections listed", body = AckJson),
+        BadRequest,
+        (status = 422, description = "Every event was rejected", body = AckJson),
+        Interrupted
+    )
+)]
 #[tracing::instrument(skip_all, name = "http.post_batch")]
 async fn post_batch(State(s): State<AppState>, body: Bytes) -> Response {
     let events = match split_batch(&body) {
@@ -209,6 +277,14 @@ fn params<T>(q: std::result::Result<QueryParams<T>, QueryRejection>) -> Result<T
         .map_err(|e| Error::InvalidArgument(format!("query parameters: {}", e.body_text())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices",
+    tag = crate::openapi::QUERY,
+    summary = "Accepted events per device",
+    params(DeviceParams),
+    responses((status = 200, description = "OK", body = Vec<DeviceCount>), BadRequest, UnavailableQuery)
+)]
 async fn get_devices(
     State(s): State<AppState>,
     q: std::result::Result<QueryParams<DeviceParams>, QueryRejection>,
@@ -217,12 +293,23 @@ async fn get_devices(
     Ok(Json(s.query.devices(&p).await?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct LimitParams {
+    /// 1..=1000, default: all that are kept.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{deviceId}/recent",
+    tag = crate::openapi::QUERY,
+    summary = "The device's latest events, newest first",
+    params(("deviceId" = String, Path, description = "Device id"), LimitParams),
+    responses((status = 200, description = "OK", body = Vec<EventJson>), BadRequest, UnavailableQuery)
+)]
 async fn get_recent(
     State(s): State<AppState>,
     Path(device_id): Path<String>,
@@ -233,13 +320,22 @@ async fn get_recent(
     Ok(Json(events.iter().map(EventJson::from).collect::<Vec<_>>()).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CounterParams {
-    /// Comma-separated event types; absent means all.
+    /// Comma-separated event types; all when absent.
     types: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/counters",
+    tag = crate::openapi::QUERY,
+    summary = "Accepted events per event type",
+    params(CounterParams),
+    responses((status = 200, description = "OK", body = Counters), BadRequest, UnavailableQuery)
+)]
 async fn get_counters(
     State(s): State<AppState>,
     q: std::result::Result<QueryParams<CounterParams>, QueryRejection>,
@@ -257,6 +353,14 @@ async fn get_counters(
     Ok(Json(s.query.counters(&types).await?).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/counters/{eventType}",
+    tag = crate::openapi::QUERY,
+    summary = "Accepted events of one event type",
+    params(("eventType" = String, Path, description = "Event type")),
+    responses((status = 200, description = "OK", body = CounterValue), UnavailableQuery)
+)]
 async fn get_counter(
     State(s): State<AppState>,
     Path(event_type): Path<String>,
@@ -265,14 +369,26 @@ async fn get_counter(
     Ok(Json(c.counters.into_iter().next()).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct LeaderboardParams {
+    /// 1..=1000, default 10.
     #[serde(rename = "topN")]
+    #[param(minimum = 1, maximum = 1000)]
     top_n: Option<usize>,
+    /// Bucket start in unix seconds; default the current bucket.
     bucket: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/leaderboards/{name}",
+    tag = crate::openapi::QUERY,
+    summary = "Top N of a leaderboard bucket",
+    params(("name" = String, Path, description = "Leaderboard name from the aggregation config"), LeaderboardParams),
+    responses((status = 200, description = "OK", body = Leaderboard), BadRequest, NotFound, UnavailableQuery)
+)]
 async fn get_leaderboard(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -282,12 +398,23 @@ async fn get_leaderboard(
     Ok(Json(s.query.leaderboard(&name, p.top_n, p.bucket).await?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct WindowParams {
+    /// 1..=1440, default 15.
+    #[param(minimum = 1, maximum = 1440)]
     minutes: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/windows/{name}",
+    tag = crate::openapi::QUERY,
+    summary = "Per-minute series and total of a window over the last N minutes",
+    params(("name" = String, Path, description = "Window name from the aggregation config"), WindowParams),
+    responses((status = 200, description = "OK", body = Window), BadRequest, NotFound, UnavailableQuery)
+)]
 async fn get_window(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -297,22 +424,53 @@ async fn get_window(
     Ok(Json(s.query.window(&name, p.minutes).await?).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/stats",
+    tag = crate::openapi::QUERY,
+    summary = "Pipeline totals, this pod's counters and rates, queue and Redis health",
+    responses((status = 200, description = "OK", body = Stats), UnavailableQuery)
+)]
 async fn get_stats(State(s): State<AppState>) -> Result<Response> {
     Ok(Json(s.query.stats().await?).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = crate::openapi::OPERATIONS,
+    summary = "This document",
+    responses((status = 200, description = "OK", body = Object))
+)]
 async fn get_openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::document().to_string(),
+        crate::openapi::json(),
     )
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = crate::openapi::OPERATIONS,
+    summary = "Liveness",
+    responses((status = 200, description = "Alive", body = String))
+)]
 async fn healthz() -> &'static str {
     "ok"
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = crate::openapi::OPERATIONS,
+    summary = "Readiness: Redis reachable and not draining",
+    responses(
+        (status = 200, description = "Ready", body = String),
+        (status = 503, description = "Not ready (reason in the body)", body = String)
+    )
+)]
 async fn readyz(State(s): State<AppState>) -> Response {
     let h = &s.intake.health;
     if h.ready() {
@@ -324,6 +482,13 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = crate::openapi::OPERATIONS,
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text format", body = String))
+)]
 async fn metrics(State(s): State<AppState>) -> Response {
     let m = &s.intake.metrics;
     m.queue_depth.set(s.intake.queue.depth() as i64);

@@ -32,7 +32,8 @@
 //! - [`flush`]: the flusher task: batching, retries, answering handlers.
 //! - [`calibrate`]: the flush cost estimate, corrected by measured script time.
 //! - [`query`]: reads of counters, windows, leaderboards, recent events, stats.
-//! - [`grpc`], [`http`], [`openapi`]: the transports.
+//! - [`grpc`], [`http`]: the transports; [`openapi`]: the HTTP API's OpenAPI
+//!   document, derived from the handlers of [`http`], and its page at `/docs`.
 //! - [`health`], [`metrics`], [`reload`]: readiness, Prometheus, config hot reload.
 //! - [`server`]: `run(args, listeners, shutdown)`, what `main` and tests call:
 //!   shared state, background tasks, queue and flusher, the two servers, the

@@ -1,222 +1,197 @@
-//! The OpenAPI 3.0 document served at `/api/v1/openapi.json`.
+//! The OpenAPI 3.1 document served at `/api/v1/openapi.json`, and the
+//! interactive page over it at `/docs` (Swagger UI).
 //!
-//! Written by hand, next to the routes it describes; a test walks every
-//! documented operation through the real router and checks that every route
-//! is documented, so the two cannot drift apart.
+//! Derived, not written: each handler of [`crate::http`] carries its
+//! `#[utoipa::path]` (summary, parameters, responses), the JSON bodies derive
+//! `ToSchema` (those of `telemetry_proto::json` with its `utoipa` feature),
+//! and [`crate::http::api`] registers every handler with `routes!`, which
+//! adds it to the router and to the document together. Here: the document's
+//! header, the error answers the handlers share, and the schemas that are
+//! documentation only (the two shapes of a batch body).
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
-/// Every route of the HTTP API as (method, OpenAPI path).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("post", "/api/v1/events"),
-    ("post", "/api/v1/events/batch"),
-    ("get", "/api/v1/devices"),
-    ("get", "/api/v1/devices/{deviceId}/recent"),
-    ("get", "/api/v1/counters"),
-    ("get", "/api/v1/counters/{eventType}"),
-    ("get", "/api/v1/leaderboards/{name}"),
-    ("get", "/api/v1/windows/{name}"),
-    ("get", "/api/v1/stats"),
-    ("get", "/api/v1/openapi.json"),
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/metrics"),
-];
+use axum::Router;
+use serde::Deserialize;
+use telemetry_proto::json::EventJson;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::{Content, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{IntoResponses, OpenApi, PartialSchema, ToSchema};
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
-fn error_responses(codes: &[&str]) -> Value {
-    let mut out = serde_json::Map::new();
-    for code in codes {
-        out.insert(
-            code.to_string(),
-            json!({"description": describe(code), "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
-        );
-    }
-    Value::Object(out)
+use crate::http::ErrorJson;
+
+/// Where the document is served, and the page that shows it.
+pub const DOCUMENT_PATH: &str = "/api/v1/openapi.json";
+pub const PAGE_PATH: &str = "/docs";
+
+/// The groups of operations, in the order the page shows them.
+pub const INGEST: &str = "ingest";
+pub const QUERY: &str = "query";
+pub const OPERATIONS: &str = "operations";
+
+/// The document's header; the operations come from [`crate::http::api`].
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "telemetry-ingest",
+        description = "Ingest telemetry events (acknowledged only once stored in Redis) and query the live aggregates."
+    ),
+    tags(
+        (name = INGEST, description = "Send events; each is acknowledged once stored"),
+        (name = QUERY, description = "Read the aggregates"),
+        (name = OPERATIONS, description = "Health, metrics and this document")
+    ),
+    // The error body is named by the shared responses below, which do not
+    // register the schemas they name.
+    components(schemas(ErrorJson))
+)]
+pub struct ApiDoc;
+
+/// The whole document: the header plus every route's operation.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> =
+        LazyLock::new(|| crate::http::api().into_openapi());
+    &DOCUMENT
 }
 
-/// Error answers of an ingest route: one that ended early (429, 503) also
-/// says how far it got, in the headers gRPC sends as trailers.
-fn ingest_error_responses(codes: &[&str]) -> Value {
-    let mut out = error_responses(codes);
-    let count =
-        |description: &str| json!({"description": description, "schema": {"type": "integer"}});
-    let headers = json!({
-        "telemetry-settled": count("Events from the start of the call whose fate is final; resend from there"),
-        "telemetry-accepted": count("Of those, events stored"),
-        "telemetry-duplicates": count("Of those, events recognised as duplicates"),
-        "telemetry-rejected": count("Events rejected by validation"),
+/// The document as JSON, built once.
+pub fn json() -> &'static str {
+    static JSON: LazyLock<String> = LazyLock::new(|| {
+        document()
+            .to_json()
+            .expect("the OpenAPI document serialises")
     });
-    for code in ["429", "503"] {
-        if let Some(response) = out.get_mut(code) {
-            response["headers"] = headers.clone();
-        }
+    &JSON
+}
+
+/// Swagger UI at `/docs/` (`/docs` redirects there), reading the document
+/// from [`DOCUMENT_PATH`]. Its assets are compiled in (the `vendored`
+/// feature), so the page needs nothing from outside but the browser.
+pub fn docs_page<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    SwaggerUi::new(PAGE_PATH)
+        .config(Config::new([DOCUMENT_PATH]))
+        .into()
+}
+
+/// A batch body: the events as an array, or wrapped as `{"events": [...]}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Batch {
+    Events(Events),
+    Wrapped { events: Events },
+}
+
+/// The events of a batch: 1 to 1000 (`--max-http-batch`).
+#[derive(Deserialize, ToSchema)]
+#[schema(min_items = 1, max_items = 1000)]
+pub struct Events(pub Vec<EventJson>);
+
+/// Malformed request or bad parameter; the message names it.
+#[derive(IntoResponses)]
+#[response(status = 400)]
+pub struct BadRequest(pub ErrorJson);
+
+/// The event broke a validation rule.
+#[derive(IntoResponses)]
+#[response(status = 422)]
+pub struct Invalid(pub ErrorJson);
+
+/// Unknown window or leaderboard; the body lists the configured names.
+#[derive(IntoResponses)]
+#[response(status = 404)]
+pub struct NotFound(pub ErrorJson);
+
+/// Redis unreachable or server draining; retry after `Retry-After`.
+#[derive(IntoResponses)]
+#[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait")))]
+pub struct UnavailableQuery(pub ErrorJson);
+
+/// How an ingest call that ended early fails: 429 (queue full) or 503
+/// (Redis unreachable, server draining), both retryable after `Retry-After`
+/// seconds and both saying how far the call got, in the `telemetry-*`
+/// headers gRPC sends as trailers. Built by hand, as derived responses would
+/// each list the same five headers.
+pub struct Interrupted;
+
+impl IntoResponses for Interrupted {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let count = |description: &str| {
+            HeaderBuilder::new()
+                .schema(Some(u64::schema()))
+                .description(Some(description))
+                .build()
+        };
+        let headers = [
+            ("Retry-After", "Seconds to wait"),
+            (
+                "telemetry-settled",
+                "Events from the start of the call whose fate is final; resend from there",
+            ),
+            ("telemetry-accepted", "Of those, events stored"),
+            (
+                "telemetry-duplicates",
+                "Of those, events recognised as duplicates",
+            ),
+            ("telemetry-rejected", "Events rejected by validation"),
+        ];
+        [
+            ("429", "Queue full; retry after the Retry-After seconds."),
+            (
+                "503",
+                "Redis unreachable or server draining; retry after Retry-After.",
+            ),
+        ]
+        .into_iter()
+        .map(|(status, description)| {
+            let body = Content::new(Some(Ref::from_schema_name(<ErrorJson as ToSchema>::name())));
+            let response = headers.iter().fold(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content("application/json", body),
+                |r, (name, description)| r.header(*name, count(description)),
+            );
+            (status.to_string(), response.build().into())
+        })
+        .collect()
     }
-    out
-}
-
-fn describe(code: &str) -> &'static str {
-    match code {
-        "400" => "Malformed request or bad parameter; the message names it.",
-        "404" => "Unknown window or leaderboard; the body lists the configured names.",
-        "422" => "The event (or every event of the batch) broke a validation rule.",
-        "429" => "Queue full; retry after the Retry-After seconds.",
-        "503" => "Redis unreachable or server draining; retry after Retry-After.",
-        _ => "Error.",
-    }
-}
-
-fn ok(schema: Value) -> Value {
-    json!({"description": "OK", "content": {"application/json": {"schema": schema}}})
-}
-
-fn with(mut base: Value, extra: Value) -> Value {
-    if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
-        for (k, v) in e {
-            b.insert(k.clone(), v.clone());
-        }
-    }
-    base
-}
-
-fn path_param(name: &str, description: &str) -> Value {
-    json!({"name": name, "in": "path", "required": true, "description": description, "schema": {"type": "string"}})
-}
-
-fn query_param(name: &str, description: &str, schema: Value) -> Value {
-    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
-}
-
-/// The document.
-pub fn document() -> Value {
-    let r = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
-    json!({
-        "openapi": "3.0.3",
-        "info": {
-            "title": "telemetry-ingest",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Ingest telemetry events (acknowledged only once stored in Redis) and query the live aggregates."
-        },
-        "paths": {
-            "/api/v1/events": {"post": {
-                "summary": "Ingest one event",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": r("Event")}}},
-                "responses": with(json!({"200": ok(r("Ack"))}), ingest_error_responses(&["400", "422", "429", "503"]))
-            }},
-            "/api/v1/events/batch": {"post": {
-                "summary": "Ingest 1..=1000 events; invalid ones are rejected one by one, the rest stored",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": [
-                    {"type": "array", "items": r("Event"), "minItems": 1, "maxItems": 1000},
-                    {"type": "object", "required": ["events"], "properties": {"events": {"type": "array", "items": r("Event"), "minItems": 1, "maxItems": 1000}}}
-                ]}}}},
-                "responses": with(json!({"200": ok(r("Ack")), "422": {"description": "Every event was rejected", "content": {"application/json": {"schema": r("Ack")}}}}), ingest_error_responses(&["400", "429", "503"]))
-            }},
-            "/api/v1/devices": {"get": {
-                "summary": "Accepted events per device",
-                "parameters": [
-                    query_param("limit", "How many devices (1..=10000, default 100)", json!({"type": "integer", "minimum": 1, "maximum": 10000})),
-                    query_param("sort", "count (most events first) or device (by id)", json!({"type": "string", "enum": ["count", "device"]})),
-                    query_param("deviceId", "Only this device", json!({"type": "string"}))
-                ],
-                "responses": with(json!({"200": ok(json!({"type": "array", "items": r("DeviceCount")}))}), error_responses(&["400", "503"]))
-            }},
-            "/api/v1/devices/{deviceId}/recent": {"get": {
-                "summary": "The device's latest events, newest first",
-                "parameters": [path_param("deviceId", "Device id"), query_param("limit", "1..=1000, default: all that are kept", json!({"type": "integer", "minimum": 1, "maximum": 1000}))],
-                "responses": with(json!({"200": ok(json!({"type": "array", "items": r("Event")}))}), error_responses(&["400", "503"]))
-            }},
-            "/api/v1/counters": {"get": {
-                "summary": "Accepted events per event type",
-                "parameters": [query_param("types", "Comma-separated event types; all when absent", json!({"type": "string"}))],
-                "responses": with(json!({"200": ok(r("Counters"))}), error_responses(&["400", "503"]))
-            }},
-            "/api/v1/counters/{eventType}": {"get": {
-                "summary": "Accepted events of one event type",
-                "parameters": [path_param("eventType", "Event type")],
-                "responses": with(json!({"200": ok(r("CounterValue"))}), error_responses(&["503"]))
-            }},
-            "/api/v1/leaderboards/{name}": {"get": {
-                "summary": "Top N of a leaderboard bucket",
-                "parameters": [
-                    path_param("name", "Leaderboard name from the aggregation config"),
-                    query_param("topN", "1..=1000, default 10", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
-                    query_param("bucket", "Bucket start in unix seconds; default the current bucket", json!({"type": "integer"}))
-                ],
-                "responses": with(json!({"200": ok(r("Leaderboard"))}), error_responses(&["400", "404", "503"]))
-            }},
-            "/api/v1/windows/{name}": {"get": {
-                "summary": "Per-minute series and total of a window over the last N minutes",
-                "parameters": [
-                    path_param("name", "Window name from the aggregation config"),
-                    query_param("minutes", "1..=1440, default 15", json!({"type": "integer", "minimum": 1, "maximum": 1440}))
-                ],
-                "responses": with(json!({"200": ok(r("Window"))}), error_responses(&["400", "404", "503"]))
-            }},
-            "/api/v1/stats": {"get": {
-                "summary": "Pipeline totals, this pod's counters and rates, queue and Redis health",
-                "responses": with(json!({"200": ok(r("Stats"))}), error_responses(&["503"]))
-            }},
-            "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": ok(json!({"type": "object"}))}}},
-            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-            "/readyz": {"get": {"summary": "Readiness: Redis reachable and not draining", "responses": {
-                "200": {"description": "Ready", "content": {"text/plain": {"schema": {"type": "string"}}}},
-                "503": {"description": "Not ready (reason in the body)", "content": {"text/plain": {"schema": {"type": "string"}}}}
-            }}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
-        },
-        "components": {"schemas": {
-            "Event": {
-                "type": "object", "required": ["deviceId", "timestamp"], "additionalProperties": false,
-                "properties": {
-                    "deviceId": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]+$"},
-                    "timestamp": {"type": "integer", "format": "int64", "description": "Unix milliseconds"},
-                    "payload": {"description": "Any JSON value; a string is base64 of a binary payload"},
-                    "eventType": {"type": "string", "maxLength": 128},
-                    "eventId": {"type": "string", "maxLength": 128, "description": "For deduplication"},
-                    "userId": {"type": "string", "maxLength": 128},
-                    "value": {"type": "number"},
-                    "attributes": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 256}}
-                }
-            },
-            "Ack": {"type": "object", "properties": {
-                "accepted": {"type": "integer"}, "rejected": {"type": "integer"}, "duplicates": {"type": "integer"},
-                "rejectedByReason": {"type": "object", "additionalProperties": {"type": "integer"}},
-                "rejections": {"type": "array", "items": {"type": "object", "properties": {
-                    "index": {"type": "integer"}, "field": {"type": "string"}, "reason": {"type": "string"}, "message": {"type": "string"}
-                }}}
-            }},
-            "Error": {"type": "object", "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}, "reason": {"type": "string"},
-                "known": {"type": "array", "items": {"type": "string"}}
-            }}}},
-            "DeviceCount": {"type": "object", "properties": {"deviceId": {"type": "string"}, "count": {"type": "integer"}}},
-            "CounterValue": {"type": "object", "properties": {"eventType": {"type": "string"}, "count": {"type": "integer"}}},
-            "Counters": {"type": "object", "properties": {"counters": {"type": "array", "items": r("CounterValue")}, "total": {"type": "integer"}}},
-            "Leaderboard": {"type": "object", "properties": {
-                "name": {"type": "string"}, "bucket": {"type": "integer"},
-                "entries": {"type": "array", "items": {"type": "object", "properties": {"rank": {"type": "integer"}, "member": {"type": "string"}, "score": {"type": "number"}}}}
-            }},
-            "WindowPoint": {"type": "object", "properties": {"minute": {"type": "integer"}, "count": {"type": "integer"}, "sum": {"type": "number"}, "min": {"type": "number"}, "max": {"type": "number"}}},
-            "Window": {"type": "object", "properties": {"name": {"type": "string"}, "points": {"type": "array", "items": r("WindowPoint")}, "total": r("WindowPoint")}},
-            "Stats": {"type": "object", "properties": {
-                "eventsTotal": {"type": "integer"}, "devices": {"type": "integer"}, "receivedTotal": {"type": "integer"},
-                "acceptedTotal": {"type": "integer"}, "rejectedTotal": {"type": "integer"}, "duplicatesTotal": {"type": "integer"},
-                "queueDepth": {"type": "integer"}, "queueCapacity": {"type": "integer"}, "redisOk": {"type": "boolean"},
-                "acceptedPerSecond": {"type": "number"}
-            }}
-        }}
-    })
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
+
+    /// Every operation of the API as (method, OpenAPI path). The router and
+    /// the document come from one list ([`crate::http::api`]); this one says
+    /// what that list must hold, so a route dropped or added shows here.
+    const ROUTES: &[(&str, &str)] = &[
+        ("post", "/api/v1/events"),
+        ("post", "/api/v1/events/batch"),
+        ("get", "/api/v1/devices"),
+        ("get", "/api/v1/devices/{deviceId}/recent"),
+        ("get", "/api/v1/counters"),
+        ("get", "/api/v1/counters/{eventType}"),
+        ("get", "/api/v1/leaderboards/{name}"),
+        ("get", "/api/v1/windows/{name}"),
+        ("get", "/api/v1/stats"),
+        ("get", "/api/v1/openapi.json"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+    ];
+
+    fn doc() -> Value {
+        serde_json::from_str(json()).unwrap()
+    }
 
     #[test]
     fn every_route_is_documented_and_nothing_else() {
-        let doc = document();
-        let paths = doc["paths"].as_object().unwrap();
+        let doc = doc();
         let mut documented = Vec::new();
-        for (path, ops) in paths {
+        for (path, ops) in doc["paths"].as_object().unwrap() {
             for method in ops.as_object().unwrap().keys() {
                 documented.push((method.clone(), path.clone()));
             }
@@ -232,14 +207,89 @@ mod tests {
 
     #[test]
     fn every_reference_resolves() {
-        let doc = document();
+        let doc = doc();
         let text = doc.to_string();
-        for piece in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let pieces: Vec<&str> = text
+            .split("\"$ref\":\"#/components/schemas/")
+            .skip(1)
+            .collect();
+        assert!(!pieces.is_empty(), "the bodies are referenced schemas");
+        for piece in pieces {
             let name = piece.split('"').next().unwrap();
             assert!(
                 doc["components"]["schemas"].get(name).is_some(),
                 "dangling $ref {name}"
             );
         }
+    }
+
+    #[test]
+    fn every_operation_says_what_it_does_and_how_it_fails() {
+        let doc = doc();
+        for (method, path) in ROUTES {
+            let op = &doc["paths"][path][method];
+            assert!(op["summary"].is_string(), "{method} {path}: summary");
+            assert!(op["responses"]["200"].is_object(), "{method} {path}: 200");
+        }
+        let error = "#/components/schemas/Error";
+        let event = &doc["paths"]["/api/v1/events"]["post"];
+        for code in ["400", "422", "429", "503"] {
+            let body = &event["responses"][code]["content"]["application/json"]["schema"];
+            assert_eq!(body["$ref"], error, "POST /api/v1/events {code}");
+        }
+        assert!(event["responses"]["429"]["headers"]["telemetry-settled"].is_object());
+        let window = &doc["paths"]["/api/v1/windows/{name}"]["get"];
+        assert_eq!(
+            window["responses"]["404"]["content"]["application/json"]["schema"]["$ref"],
+            error
+        );
+        let names: Vec<&str> = window["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["name", "minutes"]);
+    }
+
+    /// The bounds the document states are those the code enforces (the
+    /// attributes take literals, so this ties them to the constants).
+    #[test]
+    fn documented_bounds_are_the_enforced_ones() {
+        use crate::config::DEFAULT_MAX_HTTP_BATCH;
+        use crate::limits::{ATTRIBUTE_VALUE_MAX_LEN, DEVICE_ID_MAX_LEN, IDENT_MAX_LEN};
+        use crate::query::{MAX_DEVICE_LIMIT, MAX_TOP_N, MAX_WINDOW_MINUTES};
+        let doc = doc();
+        let maximum = |path: &str, name: &str| {
+            let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+            let param = params.iter().find(|p| p["name"] == name).unwrap();
+            param["schema"]["maximum"].as_u64().unwrap() as usize
+        };
+        assert_eq!(maximum("/api/v1/devices", "limit"), MAX_DEVICE_LIMIT);
+        assert_eq!(maximum("/api/v1/leaderboards/{name}", "topN"), MAX_TOP_N);
+        let minutes = maximum("/api/v1/windows/{name}", "minutes");
+        assert_eq!(minutes, MAX_WINDOW_MINUTES as usize);
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["Events"]["maxItems"], DEFAULT_MAX_HTTP_BATCH);
+        let event = &schemas["Event"]["properties"];
+        assert_eq!(event["deviceId"]["maxLength"], DEVICE_ID_MAX_LEN);
+        for field in ["eventType", "eventId", "userId"] {
+            assert_eq!(event[field]["maxLength"], IDENT_MAX_LEN, "{field}");
+        }
+        assert_eq!(
+            event["attributes"]["additionalProperties"]["maxLength"],
+            ATTRIBUTE_VALUE_MAX_LEN
+        );
+    }
+
+    #[test]
+    fn an_event_requires_its_device_and_time_and_refuses_other_fields() {
+        let doc = doc();
+        let event = &doc["components"]["schemas"]["Event"];
+        assert_eq!(
+            event["required"],
+            serde_json::json!(["deviceId", "timestamp"])
+        );
+        assert_eq!(event["additionalProperties"], false);
     }
 }

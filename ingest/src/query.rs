@@ -46,7 +46,7 @@ pub struct Query {
 }
 
 /// Order of the device list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceSort {
     /// Most events first (ties by device id).
@@ -57,12 +57,18 @@ pub enum DeviceSort {
 }
 
 /// Parameters of the device-counts query.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceParams {
+    /// How many devices (1..=10000, default 100).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
+    /// Only this device.
     pub device_id: Option<String>,
+    /// `count` (most events first) or `device` (by id).
     #[serde(default)]
+    #[param(required = false, inline)]
     pub sort: DeviceSort,
 }
 

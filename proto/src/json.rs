@@ -8,6 +8,11 @@
 //! - Query answers: [`DeviceCount`], [`Counters`], [`Leaderboard`],
 //!   [`Window`], [`Stats`]; each converts into its protobuf response, which
 //!   the gRPC query service sends.
+//!
+//! With the `utoipa` feature each body also derives `utoipa::ToSchema`, from
+//! which the server's OpenAPI document takes its schemas. It is a feature, not
+//! a plain dependency, so that clients (telemetryctl) build without the
+//! OpenAPI macros they never use.
 
 use std::collections::BTreeMap;
 
@@ -24,24 +29,57 @@ use crate::v1 as pb;
 /// anything else (object, array, number, boolean) is stored as its compact
 /// JSON text.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema), schema(as = Event))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventJson {
+    // Defaulted for serde so that validation names the missing field; the
+    // API requires it all the same.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[A-Za-z0-9._:-]+$"
+        )
+    )]
     pub device_id: String,
+    /// Unix milliseconds.
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub timestamp: i64,
+    /// Any JSON value; a string is base64 of a binary payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[cfg_attr(feature = "utoipa", schema(max_length = 128))]
     pub event_type: String,
+    /// For deduplication.
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[cfg_attr(feature = "utoipa", schema(max_length = 128))]
     pub event_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[cfg_attr(feature = "utoipa", schema(max_length = 128))]
     pub user_id: String,
     #[serde(default)]
     pub value: f64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "utoipa", schema(schema_with = attributes_schema))]
     pub attributes: BTreeMap<String, String>,
+}
+
+/// `attributes`: string values of at most 256 characters.
+#[cfg(feature = "utoipa")]
+fn attributes_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    let value = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(256));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(value))
+        .build()
 }
 
 /// A packet in the HTTP API's JSON shape.
@@ -87,6 +125,7 @@ pub fn payload_from_json(value: Option<&Value>) -> Option<Vec<u8>> {
 
 /// The answer to an ingest call (camelCase JSON of the gRPC `Ack`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema), schema(as = Ack))]
 #[serde(rename_all = "camelCase")]
 pub struct AckJson {
     pub accepted: u64,
@@ -96,7 +135,9 @@ pub struct AckJson {
     pub rejections: Vec<RejectionJson>,
 }
 
+/// One rejected event of a call: its index in the call, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema), schema(as = Rejection))]
 #[serde(rename_all = "camelCase")]
 pub struct RejectionJson {
     pub index: u64,
@@ -106,6 +147,7 @@ pub struct RejectionJson {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceCount {
     pub device_id: String,
@@ -113,6 +155,7 @@ pub struct DeviceCount {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CounterValue {
     pub event_type: String,
@@ -120,6 +163,7 @@ pub struct CounterValue {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Counters {
     pub counters: Vec<CounterValue>,
@@ -127,6 +171,7 @@ pub struct Counters {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LeaderboardEntry {
     /// Competition ranking: equal scores share a rank (1, 2, 2, 4).
@@ -136,6 +181,7 @@ pub struct LeaderboardEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Leaderboard {
     pub name: String,
@@ -145,6 +191,7 @@ pub struct Leaderboard {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct WindowPoint {
     /// Minute start, unix seconds (0 in the total).
@@ -158,6 +205,7 @@ pub struct WindowPoint {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Window {
     pub name: String,
@@ -167,6 +215,7 @@ pub struct Window {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
     pub events_total: u64,

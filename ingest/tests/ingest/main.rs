@@ -2,6 +2,7 @@
 
 mod acks;
 mod aggregates;
+mod docs;
 mod failures;
 mod startup;
 mod support;
