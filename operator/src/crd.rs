@@ -10,9 +10,11 @@
 //! - [`ingest`]: `spec.ingest`, the ingest Deployment and its Service.
 //! - [`autoscaling`]: `spec.autoscaling`, the schema of docs/autoscaling.md.
 //! - [`redis`]: `spec.redis`, managed (StatefulSet) or external Redis.
+//! - [`disruption`]: the PodDisruptionBudget settings of ingest and Redis.
 //! - this file: the root spec, the status, and the generated definition.
 
 pub mod autoscaling;
+pub mod disruption;
 pub mod ingest;
 pub mod redis;
 
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use telemetry_config::AggregationConfig;
 
 pub use autoscaling::{AutoscalingSpec, AutoscalingStatus};
+pub use disruption::DisruptionBudget;
 pub use ingest::IngestSpec;
 pub use redis::RedisSpec;
 
@@ -377,6 +380,38 @@ mod tests {
                 json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 2, "targetQueueDepthPerPod": 100}}),
             );
             check(&ok, None).unwrap();
+        }
+
+        #[test]
+        fn max_unavailable_is_a_count_or_a_percentage() {
+            let message = "podDisruptionBudget.maxUnavailable must be a count >= 0 or a percentage";
+            for bad in [
+                json!("abc"),
+                json!("150%"),
+                json!(-1),
+                json!("1.5"),
+                json!("3"),
+            ] {
+                rejected_with(
+                    &pipeline(json!({"ingest": {"podDisruptionBudget": {"maxUnavailable": bad}}})),
+                    None,
+                    message,
+                );
+            }
+            rejected_with(
+                &pipeline(
+                    json!({"redis": {"managed": {"podDisruptionBudget": {"maxUnavailable": "x%"}}}}),
+                ),
+                None,
+                message,
+            );
+            for good in [json!(0), json!(2), json!("25%"), json!("100%"), json!("0%")] {
+                check(
+                    &pipeline(json!({"ingest": {"podDisruptionBudget": {"maxUnavailable": good}}})),
+                    None,
+                )
+                .unwrap();
+            }
         }
 
         #[test]

@@ -2,9 +2,9 @@
 //!
 //! One pass: validate what the schema cannot, ensure the Redis password Secret
 //! (generated once), server-side apply every desired child under
-//! [`FIELD_MANAGER`], delete children the spec no longer asks for, observe the
-//! StatefulSet, the Deployment, their pods and the Secrets the spec refers to,
-//! and write the status ([`status::compute`]) only when it changed. A paused
+//! [`FIELD_MANAGER`], delete children the spec no longer asks for
+//! ([`prune`]), observe the StatefulSet, the Deployment, their pods and the
+//! Secrets the spec refers to, and write the status ([`status::compute`]) only when it changed. A paused
 //! pipeline skips everything but the status.
 //!
 //! Failures: permanent ones (the apiserver rejected what we sent, an invalid
@@ -16,17 +16,17 @@
 //! Secret appears), the status says `Degraded`, and the pipeline is looked at
 //! again soon.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
@@ -34,6 +34,10 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, instrument, warn};
+
+mod prune;
+
+pub use prune::{DesiredNames, desired_names};
 
 use crate::config::Settings;
 use crate::crd::redis::PASSWORD_KEY;
@@ -155,7 +159,10 @@ async fn reconcile_pipeline(tp: &TelemetryPipeline, ctx: &Context) -> Result<Act
     apply(tp, ctx, ingest::config_map(tp)).await?;
     observed.deployment = Some(apply_deployment(tp, ctx, &ns).await?);
     apply(tp, ctx, ingest::service(tp)).await?;
-    prune(tp, ctx, &ns).await?;
+    for budget in resources::disruption::budgets(tp) {
+        apply(tp, ctx, budget).await?;
+    }
+    prune::prune(tp, ctx, &ns).await?;
     observe_pods_and_secrets(tp, ctx, &ns, &mut observed).await?;
 
     let settled = write_status(tp, ctx, &observed).await?;
@@ -361,96 +368,6 @@ async fn apply_replicas(api: &Api<Deployment>, name: &str, replicas: i32) -> Res
     .map_err(|e| Error::kube(format!("apply replicas of Deployment {name}"), e))
 }
 
-/// Names of the children the spec asks for, per kind.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DesiredNames {
-    /// Secrets.
-    pub secrets: BTreeSet<String>,
-    /// ConfigMaps.
-    pub config_maps: BTreeSet<String>,
-    /// Services.
-    pub services: BTreeSet<String>,
-    /// StatefulSets.
-    pub stateful_sets: BTreeSet<String>,
-    /// Deployments.
-    pub deployments: BTreeSet<String>,
-}
-
-/// The children `tp` asks for.
-pub fn desired_names(tp: &TelemetryPipeline) -> DesiredNames {
-    let names = Names::of(tp);
-    let mut desired = DesiredNames {
-        config_maps: [names.ingest.clone()].into(),
-        services: [names.ingest.clone()].into(),
-        deployments: [names.ingest.clone()].into(),
-        ..DesiredNames::default()
-    };
-    if tp.spec.redis.managed().is_some() {
-        desired.secrets.insert(names.redis.clone());
-        desired.config_maps.insert(names.redis.clone());
-        desired.services.insert(names.redis.clone());
-        desired.services.insert(names.redis_headless.clone());
-        desired.stateful_sets.insert(names.redis.clone());
-    }
-    desired
-}
-
-/// Deletes the children of `tp` that the spec no longer asks for.
-async fn prune(tp: &TelemetryPipeline, ctx: &Context, ns: &str) -> Result<()> {
-    let desired = desired_names(tp);
-    prune_kind::<Secret>(tp, ctx, ns, &desired.secrets).await?;
-    prune_kind::<ConfigMap>(tp, ctx, ns, &desired.config_maps).await?;
-    prune_kind::<Service>(tp, ctx, ns, &desired.services).await?;
-    prune_kind::<StatefulSet>(tp, ctx, ns, &desired.stateful_sets).await?;
-    prune_kind::<Deployment>(tp, ctx, ns, &desired.deployments).await?;
-    Ok(())
-}
-
-async fn prune_kind<K>(
-    tp: &TelemetryPipeline,
-    ctx: &Context,
-    ns: &str,
-    keep: &BTreeSet<String>,
-) -> Result<()>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + DeserializeOwned,
-{
-    let kind = K::kind(&()).to_string();
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    let listed = api
-        .list_metadata(&ListParams::default().labels(&resources::children_selector(tp)))
-        .await
-        .map_err(|e| Error::kube(format!("list {kind} in {ns}"), e))?;
-    for child in listed.items {
-        let name = child.name_any();
-        if keep.contains(&name) || !resources::is_controlled_by(&child, tp) {
-            continue;
-        }
-        match api.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => continue,
-            Err(e) => return Err(Error::kube(format!("delete {kind} {ns}/{name}"), e)),
-        }
-        info!(%kind, %name, "deleted: no longer in the spec");
-        ctx.metrics
-            .child_writes
-            .with_label_values(&[&kind, "delete"])
-            .inc();
-        ctx.publish(
-            tp,
-            EventType::Normal,
-            "Deleted",
-            "Delete",
-            format!("Deleted {kind} {name}: the spec no longer asks for it"),
-        )
-        .await;
-    }
-    Ok(())
-}
-
 /// Reads the StatefulSet, the Deployment, their pods and the referenced
 /// Secrets without changing anything. Pods and Secrets are read on a best-effort
 /// basis here: this also reports a permanent failure, which a second failure
@@ -596,6 +513,7 @@ async fn write_status(tp: &TelemetryPipeline, ctx: &Context, observed: &Observed
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 
     fn entry(manager: &str, fields: serde_json::Value) -> ManagedFieldsEntry {
@@ -643,29 +561,6 @@ mod tests {
     fn initial_replicas_are_at_least_one_so_the_autoscaler_can_measure() {
         let tp = TelemetryPipeline::test().with_autoscaling(0, 10);
         assert_eq!(tp.spec.autoscaling.unwrap().initial_replicas(), 1);
-    }
-
-    #[test]
-    fn managed_redis_wants_every_child_and_external_only_the_ingest_side() {
-        let managed = desired_names(&TelemetryPipeline::test());
-        assert_eq!(managed.secrets, ["pipe-redis".to_string()].into());
-        assert_eq!(
-            managed.services,
-            [
-                "pipe-ingest".to_string(),
-                "pipe-redis".to_string(),
-                "pipe-redis-headless".to_string()
-            ]
-            .into()
-        );
-        assert_eq!(managed.stateful_sets, ["pipe-redis".to_string()].into());
-        let external =
-            desired_names(&TelemetryPipeline::test().with_external_redis("redis://r:6379", None));
-        assert!(external.secrets.is_empty());
-        assert!(external.stateful_sets.is_empty());
-        assert_eq!(external.config_maps, ["pipe-ingest".to_string()].into());
-        assert_eq!(external.services, ["pipe-ingest".to_string()].into());
-        assert_eq!(external.deployments, ["pipe-ingest".to_string()].into());
     }
 
     #[test]

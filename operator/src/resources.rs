@@ -9,7 +9,9 @@
 //! - [`redis`]: Secret, redis.conf ConfigMap, headless and client Services,
 //!   StatefulSet (managed mode only).
 //! - [`ingest`]: the aggregation ConfigMap, the Deployment and its Service.
+//! - [`disruption`]: the PodDisruptionBudgets of ingest and the managed Redis.
 
+pub mod disruption;
 pub mod ingest;
 pub mod redis;
 

@@ -137,6 +137,12 @@ impl Cluster {
             .expect("a kube client from the testenv kubeconfig")
     }
 
+    /// The client configuration, for a test that needs a client of its own
+    /// (say, without kube's retries of 429 answers).
+    pub fn config(&self) -> kube::Config {
+        self.config.clone()
+    }
+
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
     }

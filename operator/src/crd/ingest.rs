@@ -8,6 +8,8 @@ use k8s_openapi::api::core::v1::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::DisruptionBudget;
+
 /// Default gRPC port of the ingest pods and their Service.
 pub const DEFAULT_GRPC_PORT: i32 = 50051;
 /// Default HTTP port (API, `/healthz`, `/readyz`, `/metrics`).
@@ -88,6 +90,10 @@ pub struct IngestSpec {
     /// Extra annotations on the ingest pods.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_annotations: BTreeMap<String, String>,
+
+    /// The ingest pods' PodDisruptionBudget: by default a node drain takes
+    /// at most one pod at a time, so the others keep serving while it drains.
+    pub pod_disruption_budget: DisruptionBudget,
 }
 
 impl Default for IngestSpec {
@@ -108,6 +114,7 @@ impl Default for IngestSpec {
             topology_spread_constraints: Vec::new(),
             pod_labels: BTreeMap::new(),
             pod_annotations: BTreeMap::new(),
+            pod_disruption_budget: DisruptionBudget::default(),
         }
     }
 }

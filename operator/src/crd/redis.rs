@@ -5,6 +5,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::DisruptionBudget;
+
 /// Default image of a managed Redis.
 pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.2";
 /// Default size of a managed Redis' volume.
@@ -73,6 +75,13 @@ pub struct ManagedRedis {
     #[schemars(length(max = 32))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub config: Vec<RedisDirective>,
+
+    /// The Redis pod's PodDisruptionBudget. With one Redis pod the default
+    /// (`maxUnavailable: 1`) lets a node drain evict it: ingest refuses new
+    /// events with a retryable status until Redis is back, and loses none it
+    /// acknowledged. `maxUnavailable: 0` keeps Redis up but blocks the drain
+    /// until someone moves it.
+    pub pod_disruption_budget: DisruptionBudget,
 }
 
 impl Default for ManagedRedis {
@@ -83,6 +92,7 @@ impl Default for ManagedRedis {
             storage: Storage::default(),
             resources: None,
             config: Vec::new(),
+            pod_disruption_budget: DisruptionBudget::default(),
         }
     }
 }
