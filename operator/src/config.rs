@@ -134,6 +134,9 @@ pub struct Settings {
     /// With leader election, only the replica holding this Lease reconciles;
     /// without, this process does.
     pub leader_election: Option<LeaderElection>,
+    /// The namespace the operator's pods run in (`POD_NAMESPACE`), if known:
+    /// the ingest NetworkPolicy lets them scrape `/metrics`.
+    pub operator_namespace: Option<String>,
 }
 
 /// Which Lease the replicas compete for, under which name, and its timing.
@@ -161,6 +164,7 @@ impl Default for Settings {
             concurrency: DEFAULT_CONCURRENCY,
             scrape_parallelism: DEFAULT_SCRAPE_PARALLELISM,
             leader_election: None,
+            operator_namespace: None,
         }
     }
 }
@@ -182,6 +186,7 @@ impl From<&Args> for Settings {
             leader_election: args
                 .leader_elect
                 .then(|| LeaderElection::new(args, default_identity)),
+            operator_namespace: args.pod_namespace.clone(),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Client;
 use kube::api::{Api, ListParams};
@@ -62,7 +63,8 @@ fn controller_for(client: &Client, ns: Option<&str>) -> Controller<TelemetryPipe
     .owns(api::<Service>(client, ns), children.clone())
     .owns(api::<ConfigMap>(client, ns), children.clone())
     .owns(api::<Secret>(client, ns), children.clone())
-    .owns(api::<PodDisruptionBudget>(client, ns), children)
+    .owns(api::<PodDisruptionBudget>(client, ns), children.clone())
+    .owns(api::<NetworkPolicy>(client, ns), children)
 }
 
 /// Runs the operator until `shutdown` is cancelled: serves HTTP on `listener`

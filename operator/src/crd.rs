@@ -11,11 +11,13 @@
 //! - [`autoscaling`]: `spec.autoscaling`, the schema of docs/autoscaling.md.
 //! - [`redis`]: `spec.redis`, managed (StatefulSet) or external Redis.
 //! - [`disruption`]: the PodDisruptionBudget settings of ingest and Redis.
+//! - [`network`]: `spec.networkPolicy`, who may reach Redis and ingest.
 //! - this file: the root spec, the status, and the generated definition.
 
 pub mod autoscaling;
 pub mod disruption;
 pub mod ingest;
+pub mod network;
 pub mod redis;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -28,6 +30,7 @@ use telemetry_config::AggregationConfig;
 pub use autoscaling::{AutoscalingSpec, AutoscalingStatus};
 pub use disruption::DisruptionBudget;
 pub use ingest::IngestSpec;
+pub use network::NetworkPolicySpec;
 pub use redis::RedisSpec;
 
 /// API group of the custom resource.
@@ -141,6 +144,11 @@ pub struct TelemetryPipelineSpec {
     /// created, updated, scaled or deleted) and reports `Paused=True`.
     #[serde(default)]
     pub paused: bool,
+
+    /// NetworkPolicies for the pipeline's pods: on by default, Redis reachable
+    /// only from the ingest pods.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
 }
 
 /// The observed state of a pipeline, written by the operator.

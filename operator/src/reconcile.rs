@@ -162,6 +162,10 @@ async fn reconcile_pipeline(tp: &TelemetryPipeline, ctx: &Context) -> Result<Act
     for budget in resources::disruption::budgets(tp) {
         apply(tp, ctx, budget).await?;
     }
+    let operator_namespace = ctx.settings.operator_namespace.as_deref();
+    for policy in resources::network::policies(tp, operator_namespace) {
+        apply(tp, ctx, policy).await?;
+    }
     prune::prune(tp, ctx, &ns).await?;
     observe_pods_and_secrets(tp, ctx, &ns, &mut observed).await?;
 

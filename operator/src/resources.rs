@@ -10,9 +10,11 @@
 //!   StatefulSet (managed mode only).
 //! - [`ingest`]: the aggregation ConfigMap, the Deployment and its Service.
 //! - [`disruption`]: the PodDisruptionBudgets of ingest and the managed Redis.
+//! - [`network`]: the NetworkPolicies of ingest and the managed Redis.
 
 pub mod disruption;
 pub mod ingest;
+pub mod network;
 pub mod redis;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! Deleting the children the spec no longer asks for (a managed Redis
-//! switched to an external one, a PodDisruptionBudget turned off). Only
-//! children this pipeline controls (by uid) are ever deleted.
+//! switched to an external one, a PodDisruptionBudget or NetworkPolicy turned
+//! off). Only children this pipeline controls (by uid) are ever deleted.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -8,6 +8,7 @@ use std::fmt::Debug;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::events::EventType;
@@ -35,6 +36,8 @@ pub struct DesiredNames {
     pub deployments: BTreeSet<String>,
     /// PodDisruptionBudgets.
     pub pod_disruption_budgets: BTreeSet<String>,
+    /// NetworkPolicies.
+    pub network_policies: BTreeSet<String>,
 }
 
 /// The children `tp` asks for.
@@ -57,6 +60,11 @@ pub fn desired_names(tp: &TelemetryPipeline) -> DesiredNames {
         .into_iter()
         .filter_map(|b| b.metadata.name)
         .collect();
+    // The operator's namespace changes a rule, never a name.
+    desired.network_policies = resources::network::policies(tp, None)
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
     desired
 }
 
@@ -69,6 +77,7 @@ pub(super) async fn prune(tp: &TelemetryPipeline, ctx: &Context, ns: &str) -> Re
     prune_kind::<StatefulSet>(tp, ctx, ns, &desired.stateful_sets).await?;
     prune_kind::<Deployment>(tp, ctx, ns, &desired.deployments).await?;
     prune_kind::<PodDisruptionBudget>(tp, ctx, ns, &desired.pod_disruption_budgets).await?;
+    prune_kind::<NetworkPolicy>(tp, ctx, ns, &desired.network_policies).await?;
     Ok(())
 }
 
@@ -148,6 +157,14 @@ mod tests {
         assert_eq!(external.deployments, ["pipe-ingest".to_string()].into());
         assert_eq!(
             external.pod_disruption_budgets,
+            ["pipe-ingest".to_string()].into()
+        );
+        assert_eq!(
+            managed.network_policies,
+            ["pipe-ingest".to_string(), "pipe-redis".to_string()].into()
+        );
+        assert_eq!(
+            external.network_policies,
             ["pipe-ingest".to_string()].into()
         );
     }

@@ -11,6 +11,7 @@ mod autoscaling;
 mod disruption;
 mod leader;
 mod monitoring;
+mod network;
 mod support;
 
 use std::time::Duration;
