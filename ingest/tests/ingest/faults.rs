@@ -631,21 +631,25 @@ async fn sigterm_with_a_full_queue_drains_it_to_redis_before_exiting() {
     let base = format!("http://{http}");
     let stop = CancellationToken::new();
     let load = http_load(base.clone(), "drain", 16, 200, true, stop.clone());
-    let depth = wait_for("the queue to be full", Duration::from_secs(10), || async {
-        let text = reqwest::get(format!("{base}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let depth: f64 = text.lines().find_map(|l| {
-            l.strip_prefix("telemetry_ingest_queue_depth ")?
-                .parse()
-                .ok()
-        })?;
-        (depth >= 1_600.0).then_some(depth)
-    })
-    .await;
+    // Redis's total is read before the queue's depth: an event counts in
+    // both only if it is in the one flush under way (at most --batch-size).
+    let (stored_before, depth) =
+        wait_for("the queue to be full", Duration::from_secs(10), || async {
+            let stored = redis.events(&p);
+            let text = reqwest::get(format!("{base}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let depth: f64 = text.lines().find_map(|l| {
+                l.strip_prefix("telemetry_ingest_queue_depth ")?
+                    .parse()
+                    .ok()
+            })?;
+            (depth >= 1_600.0).then_some((stored, depth as u64))
+        })
+        .await;
     stop.cancel();
     ingest.sigterm();
     let signalled = Instant::now();
@@ -658,14 +662,20 @@ async fn sigterm_with_a_full_queue_drains_it_to_redis_before_exiting() {
     let drained = signalled.elapsed();
     let stored_at_exit = redis.events(&p);
     assert!(status.success(), "clean exit after draining: {status}");
+    assert!(
+        stored_at_exit + 200 >= stored_before + depth,
+        "the queue was stored before the exit: {stored_before} stored and {depth} \
+         queued at SIGTERM, {stored_at_exit} stored at exit"
+    );
     // The clients' calls that were refused while it drained are answered
     // by its successor on the same addresses.
     let successor = IngestProcess::spawn_on(&grpc, &http, &proxy.url(), &p, &flags).await;
     successor.wait_ready(Duration::from_secs(20)).await;
     let seen = load.await.unwrap();
     println!(
-        "SIGTERM with {depth} events queued (capacity 2000), Redis {SLOW_REDIS:?} slower: \
-         drained and exited in {drained:?}; {stored_at_exit} stored at exit; load answers {:?}",
+        "SIGTERM with {depth} events queued (capacity 2000) and {stored_before} stored, Redis \
+         {SLOW_REDIS:?} slower: drained and exited in {drained:?}; {stored_at_exit} stored at \
+         exit; load answers {:?}",
         seen.answers
     );
     assert_stored_exactly_once(&redis, &p, seen.sent, seen.acknowledged);
