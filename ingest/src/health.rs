@@ -13,6 +13,10 @@ use crate::{Error, Result};
 
 /// How often Redis is pinged while nothing else talks to it.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How often Redis is pinged while it is unreachable: calls are refused
+/// until a ping succeeds, so this bounds how long serving takes to resume
+/// once Redis is back (well within a second, reconnecting included).
+pub const PROBE_INTERVAL_DOWN: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 pub struct Health {
@@ -71,14 +75,38 @@ impl Health {
     }
 }
 
-/// Pings Redis every [`PROBE_INTERVAL`] until `shutdown`.
+/// Pings Redis every [`PROBE_INTERVAL`], or every [`PROBE_INTERVAL_DOWN`]
+/// while it is unreachable, until `shutdown`.
 pub async fn probe(health: Arc<Health>, store: Store, shutdown: CancellationToken) {
     loop {
         let up = tokio::time::timeout(PROBE_INTERVAL, store.ping()).await;
-        health.set_redis_up(matches!(up, Ok(Ok(()))));
+        let up = matches!(up, Ok(Ok(())));
+        health.set_redis_up(up);
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+            _ = tokio::time::sleep(pause_after(up)) => {}
         }
+    }
+}
+
+/// The pause before the next ping, after one that found Redis `up` or not.
+fn pause_after(up: bool) -> Duration {
+    if up {
+        PROBE_INTERVAL
+    } else {
+        PROBE_INTERVAL_DOWN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_redis_is_pinged_often_enough_to_resume_within_a_second() {
+        assert_eq!(pause_after(true), PROBE_INTERVAL);
+        // A failed ping, the pause, and the ping that finds Redis back
+        // (bounded by its own timeout) fit in a second.
+        assert!(pause_after(false) + PROBE_INTERVAL < Duration::from_secs(1));
     }
 }

@@ -10,7 +10,8 @@ use telemetry_ingest::store::Store;
 use telemetry_proto::json::EventJson;
 use telemetry_proto::v1::{Packet, PacketBatch};
 
-use crate::support::{Ingest, Proxy, Redis, packet, pipeline};
+use crate::proxy::Proxy;
+use crate::support::{Ingest, Redis, packet, pipeline};
 
 /// 300 valid events over 7 devices with ids, 20 invalid in between, and 30
 /// repeats of earlier ids.

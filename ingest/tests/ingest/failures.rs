@@ -14,7 +14,7 @@ use crate::support::{Ingest, IngestProcess, Redis, packet, pipeline, wait_for};
 /// before its events are answered UNAVAILABLE.
 const FLUSH_TIMEOUT: Duration = Duration::from_millis(1000);
 
-fn load(grpc: String, n: u64, rate: u64, retries: u32) -> SendArgs {
+pub(crate) fn load(grpc: String, n: u64, rate: u64, retries: u32) -> SendArgs {
     SendArgs {
         grpc: Some(grpc),
         http: None,

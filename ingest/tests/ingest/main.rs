@@ -4,5 +4,7 @@ mod acks;
 mod aggregates;
 mod docs;
 mod failures;
+mod faults;
+mod proxy;
 mod startup;
 mod support;

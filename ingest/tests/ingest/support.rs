@@ -1,13 +1,12 @@
 //! Test support: a real redis-server on a free loopback port, ingest servers
-//! (in-process or the real binary), a TCP proxy that can drop replies, small
-//! clients, and [`wait_for`], which tests use instead of sleeping.
+//! (in-process or the real binary), small clients, and [`wait_for`], which
+//! tests use instead of sleeping. The TCP proxy in front of Redis is in
+//! [`crate::proxy`].
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -15,8 +14,6 @@ use telemetry_ingest::config::IngestArgs;
 use telemetry_ingest::server::{self, Listeners};
 use telemetry_proto::v1::telemetry_ingest_client::TelemetryIngestClient;
 use telemetry_proto::v1::{Ack, Packet};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// A free port on 127.0.0.1 (bound, then released).
@@ -53,7 +50,9 @@ impl Redis {
         r
     }
 
-    fn spawn(&mut self) {
+    /// Starts redis-server on this port and data directory (loading its AOF
+    /// when `--appendonly yes`) and waits until it answers PING.
+    pub fn spawn(&mut self) {
         let child = Command::new(redis_server())
             .args([
                 "--port",
@@ -101,6 +100,14 @@ impl Redis {
             let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query(&mut c);
         }
         if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// kill -9: the process dies without a word, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
             let _ = child.wait();
         }
     }
@@ -257,9 +264,21 @@ impl IngestProcess {
     /// log line alone (JSON logs, read from its stdout by a thread that
     /// drains it until the process exits); does not wait for readiness.
     pub async fn spawn(redis_url: &str, pipeline: &str, flags: &[&str]) -> IngestProcess {
+        IngestProcess::spawn_on("127.0.0.1:0", "127.0.0.1:0", redis_url, pipeline, flags).await
+    }
+
+    /// [`IngestProcess::spawn`] on given listen addresses, e.g. those of a
+    /// process that was killed, so that its clients find it again.
+    pub async fn spawn_on(
+        grpc_listen: &str,
+        http_listen: &str,
+        redis_url: &str,
+        pipeline: &str,
+        flags: &[&str],
+    ) -> IngestProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_telemetry-ingest"))
-            .arg("--grpc-listen=127.0.0.1:0")
-            .arg("--http-listen=127.0.0.1:0")
+            .arg(format!("--grpc-listen={grpc_listen}"))
+            .arg(format!("--http-listen={http_listen}"))
             .arg(format!("--redis-url={redis_url}"))
             .arg(format!("--pipeline={pipeline}"))
             .arg("--log-format=json")
@@ -293,6 +312,22 @@ impl IngestProcess {
             matches!(reqwest::get(&url).await, Ok(r) if r.status() == 200).then_some(())
         })
         .await;
+    }
+
+    /// kill -9, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Peak resident memory of the process so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
     }
 
     pub fn sigterm(&self) {
@@ -343,100 +378,6 @@ pub fn serving_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     }
     let addr = |name: &str| fields.get(name)?.as_str()?.parse().ok();
     Some((addr("grpc")?, addr("http")?))
-}
-
-/// A TCP proxy in front of Redis that can swallow the reply to the next
-/// flush script (EVAL/EVALSHA) and cut the connection instead, as when a
-/// network drop loses a reply after Redis applied the command.
-pub struct Proxy {
-    pub port: u16,
-    swallow_next_eval_reply: Arc<AtomicBool>,
-    pub swallowed: Arc<AtomicBool>,
-}
-
-impl Proxy {
-    pub async fn start(upstream: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let arm = Arc::new(AtomicBool::new(false));
-        let swallowed = Arc::new(AtomicBool::new(false));
-        let (a, s) = (arm.clone(), swallowed.clone());
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let (a, s) = (a.clone(), s.clone());
-                tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
-                        return;
-                    };
-                    pipe(client, server, a, s).await;
-                });
-            }
-        });
-        Proxy {
-            port,
-            swallow_next_eval_reply: arm,
-            swallowed,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn arm(&self) {
-        self.swallowed.store(false, Ordering::SeqCst);
-        self.swallow_next_eval_reply.store(true, Ordering::SeqCst);
-    }
-}
-
-async fn pipe(
-    client: TcpStream,
-    server: TcpStream,
-    arm: Arc<AtomicBool>,
-    swallowed: Arc<AtomicBool>,
-) {
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
-    let saw_eval = Arc::new(AtomicBool::new(false));
-    let seen = saw_eval.clone();
-    let arm_up = arm.clone();
-    let up = async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match cr.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if arm_up.load(Ordering::SeqCst) && contains(&buf[..n], b"EVAL") {
-                seen.store(true, Ordering::SeqCst);
-            }
-            if sw.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
-    let down = async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match sr.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if saw_eval.load(Ordering::SeqCst) && arm.swap(false, Ordering::SeqCst) {
-                // Give Redis time to finish the script, then lose its reply.
-                swallowed.store(true, Ordering::SeqCst);
-                return;
-            }
-            if cw.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
-    tokio::select! { _ = up => {}, _ = down => {} }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A valid packet; `id` empty means no event id.

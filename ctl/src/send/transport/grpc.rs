@@ -104,24 +104,32 @@ fn packet_batch(events: &[Bytes]) -> Bytes {
 }
 
 /// A failed call: how far it got (the server's `telemetry-*` metadata), and
-/// whether resending the rest may help (the server was unavailable or
-/// full, or the call broke off).
+/// whether resending the rest may help: the server was unavailable or
+/// full, or the call broke off — no connection (refused while a server
+/// restarts), or one that was reset or closed mid-call. A status the client
+/// made from such a transport error carries that error as its source; one
+/// the server sent has none, and is final unless its code says otherwise.
 fn failure(status: &Status) -> Failure {
     let message = format!("{}: {}", status.code(), status.message());
+    let broke_off = std::error::Error::source(status).is_some();
     match status.code() {
-        Code::Unavailable | Code::ResourceExhausted | Code::Unknown => {
-            let md = status.metadata();
-            Failure::Retryable {
-                settled: Tally {
-                    accepted: count(md, "telemetry-accepted"),
-                    rejected: count(md, "telemetry-rejected"),
-                    duplicates: count(md, "telemetry-duplicates"),
-                    settled: count(md, "telemetry-settled"),
-                },
-                message,
-            }
-        }
+        Code::Unavailable | Code::ResourceExhausted | Code::Unknown => retryable(status, message),
+        _ if broke_off => retryable(status, message),
         _ => Failure::Fatal { message },
+    }
+}
+
+/// A retryable failure, with what the server said it settled.
+fn retryable(status: &Status, message: String) -> Failure {
+    let md = status.metadata();
+    Failure::Retryable {
+        settled: Tally {
+            accepted: count(md, "telemetry-accepted"),
+            rejected: count(md, "telemetry-rejected"),
+            duplicates: count(md, "telemetry-duplicates"),
+            settled: count(md, "telemetry-settled"),
+        },
+        message,
     }
 }
 
@@ -219,5 +227,67 @@ mod tests {
             failure(&Status::invalid_argument("no")),
             Failure::Fatal { .. }
         ));
+    }
+
+    /// A transport error the client wraps into a status of its own.
+    #[derive(Debug)]
+    struct BrokeOff(Status);
+
+    impl std::fmt::Display for BrokeOff {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "connection closed")
+        }
+    }
+
+    impl std::error::Error for BrokeOff {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_call_cut_off_by_the_transport_is_retryable_whatever_its_code() {
+        // What a connection closed under a call turns into (hyper's
+        // "canceled"): CANCELLED, made by the client, with its cause.
+        let cut = Status::from_error(Box::new(BrokeOff(Status::cancelled("closed"))));
+        assert_eq!(cut.code(), Code::Cancelled);
+        assert!(matches!(failure(&cut), Failure::Retryable { .. }));
+        // The same code sent by a server is its final answer.
+        assert!(matches!(
+            failure(&Status::cancelled("by the server")),
+            Failure::Fatal { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn connection_refused_and_connection_closed_are_retryable() {
+        // Nothing listens: refused, as while a server restarts.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // A listener that closes every connection it accepts.
+        let closing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closing_port = closing.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = closing.accept().await {
+                drop(socket);
+            }
+        });
+        for port in [port, closing_port] {
+            let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+                .unwrap()
+                .connect_lazy();
+            let mut client = Client {
+                grpc: tonic::client::Grpc::new(channel),
+                mode: GrpcMode::Stream,
+            };
+            let err = client.send(&[Bytes::from_static(b"")]).await.unwrap_err();
+            assert!(
+                matches!(err, Failure::Retryable { ref settled, .. } if *settled == Tally::default()),
+                "port {port}: {err:?}"
+            );
+        }
     }
 }
