@@ -11,11 +11,14 @@
 //! - [`autoscaling`]: `spec.autoscaling`, the schema of docs/autoscaling.md.
 //! - [`redis`]: `spec.redis`, managed (StatefulSet) or external Redis.
 //! - [`disruption`]: the PodDisruptionBudget settings of ingest and Redis.
+//! - [`limits`]: `spec.ingest.limits`, the connection, stream and size
+//!   limits of the ingest pods.
 //! - this file: the root spec, the status, and the generated definition.
 
 pub mod autoscaling;
 pub mod disruption;
 pub mod ingest;
+pub mod limits;
 pub mod redis;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -28,6 +31,7 @@ use telemetry_config::AggregationConfig;
 pub use autoscaling::{AutoscalingSpec, AutoscalingStatus};
 pub use disruption::DisruptionBudget;
 pub use ingest::IngestSpec;
+pub use limits::IngestLimits;
 pub use redis::RedisSpec;
 
 /// API group of the custom resource.

@@ -4,5 +4,6 @@ mod acks;
 mod aggregates;
 mod docs;
 mod failures;
+mod limits;
 mod startup;
 mod support;
