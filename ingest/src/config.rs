@@ -26,6 +26,13 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 25;
 pub const DEFAULT_CONFIG_POLL_MS: u64 = 1_000;
 pub const DEFAULT_MAX_GRPC_BATCH: usize = 10_000;
 pub const DEFAULT_MAX_HTTP_BATCH: usize = 1_000;
+pub const DEFAULT_HTTP_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_HTTP_HEADER_READ_TIMEOUT_SECONDS: u64 = 10;
+pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 300;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_GRPC_MAX_CONCURRENT_STREAMS: u32 = 1_024;
+pub const DEFAULT_GRPC_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_GRPC_STREAM_IDLE_TIMEOUT_SECONDS: u64 = 60;
 
 /// `telemetry-ingest`: receives events over gRPC and HTTP, aggregates them
 /// into Redis, and acknowledges each one only once it is stored.
@@ -57,6 +64,9 @@ pub struct IngestArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 
     /// Seconds allowed for draining the queue after SIGTERM.
     #[arg(long, env = "TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)]
@@ -156,6 +166,69 @@ pub struct LimitArgs {
     pub max_http_batch: usize,
 }
 
+/// What one client may hold of the server: connections, streams, request
+/// and message sizes, and how long it may stay silent (see docs/ingest.md,
+/// "Connection limits").
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Largest HTTP request body, in bytes; a larger one is answered 413.
+    #[arg(long, env = "TELEMETRY_HTTP_MAX_BODY_BYTES", default_value_t = DEFAULT_HTTP_MAX_BODY_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=1 << 30))]
+    pub http_max_body_bytes: usize,
+
+    /// Seconds an HTTP/1 client has to send a whole request head (request
+    /// line and headers); also how long a keep-alive connection may wait
+    /// for its next request. The connection is closed after it.
+    #[arg(long, env = "TELEMETRY_HTTP_HEADER_READ_TIMEOUT_SECONDS",
+          default_value_t = DEFAULT_HTTP_HEADER_READ_TIMEOUT_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_header_read_timeout_seconds: u64,
+
+    /// Seconds a connection (HTTP or gRPC) may carry no bytes either way
+    /// before it is closed.
+    #[arg(long, env = "TELEMETRY_IDLE_TIMEOUT_SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_seconds: u64,
+
+    /// Open connections per listener (gRPC and HTTP each), at most; more
+    /// wait in the listen backlog until one closes.
+    #[arg(long, env = "TELEMETRY_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections: usize,
+
+    /// Concurrent gRPC streams (calls) per connection, at most (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "TELEMETRY_GRPC_MAX_CONCURRENT_STREAMS",
+          default_value_t = DEFAULT_GRPC_MAX_CONCURRENT_STREAMS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_concurrent_streams: u32,
+
+    /// Largest gRPC message the server decodes, in bytes; a larger one
+    /// fails the call with OUT_OF_RANGE.
+    #[arg(long, env = "TELEMETRY_GRPC_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_GRPC_MAX_MESSAGE_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=1 << 30))]
+    pub grpc_max_message_bytes: usize,
+
+    /// Seconds a gRPC client stream may send no message before the server
+    /// ends it (DEADLINE_EXCEEDED, with what was settled in the trailers).
+    #[arg(long, env = "TELEMETRY_GRPC_STREAM_IDLE_TIMEOUT_SECONDS",
+          default_value_t = DEFAULT_GRPC_STREAM_IDLE_TIMEOUT_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub grpc_stream_idle_timeout_seconds: u64,
+}
+
+impl ConnectionArgs {
+    pub fn http_header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_header_read_timeout_seconds)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_seconds)
+    }
+    pub fn grpc_stream_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.grpc_stream_idle_timeout_seconds)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Plain,
@@ -233,6 +306,32 @@ mod tests {
         assert_eq!(args.redis.redis_url, DEFAULT_REDIS_URL);
         assert_eq!(args.pipeline, "default");
         assert_eq!(args.queue.queue_capacity, DEFAULT_QUEUE_CAPACITY);
+    }
+
+    #[test]
+    fn connection_limits_default_to_their_constants_and_refuse_zero() {
+        let args = IngestArgs::try_parse_from(["telemetry-ingest"]).unwrap();
+        let c = &args.connections;
+        assert_eq!(c.http_max_body_bytes, DEFAULT_HTTP_MAX_BODY_BYTES);
+        assert_eq!(c.http_header_read_timeout(), Duration::from_secs(10));
+        assert_eq!(c.idle_timeout(), Duration::from_secs(300));
+        assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(
+            c.grpc_max_concurrent_streams,
+            DEFAULT_GRPC_MAX_CONCURRENT_STREAMS
+        );
+        assert_eq!(c.grpc_max_message_bytes, DEFAULT_GRPC_MAX_MESSAGE_BYTES);
+        assert_eq!(c.grpc_stream_idle_timeout(), Duration::from_secs(60));
+        for flag in [
+            "--http-header-read-timeout-seconds",
+            "--idle-timeout-seconds",
+            "--max-connections",
+            "--grpc-max-concurrent-streams",
+            "--grpc-stream-idle-timeout-seconds",
+        ] {
+            let err = IngestArgs::try_parse_from(["telemetry-ingest", flag, "0"]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag}: {err}");
+        }
     }
 
     #[test]

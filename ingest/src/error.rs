@@ -16,6 +16,21 @@ pub enum Error {
     #[error("{0}")]
     InvalidEvent(crate::validate::Rejection),
 
+    /// A request body or gRPC message larger than the server takes: not
+    /// read, so nothing of it was stored. `field` is what was too large
+    /// (`body`, `message`), `flag` the setting that sets the limit.
+    #[error("{field}: larger than the limit of {limit} bytes ({flag})")]
+    TooLarge {
+        field: &'static str,
+        limit: usize,
+        flag: &'static str,
+    },
+
+    /// A gRPC client stream sent nothing for longer than the server waits;
+    /// the server ended it after settling what it had sent.
+    #[error("stream idle: no message for {timeout:?} (--grpc-stream-idle-timeout-seconds)")]
+    StreamIdle { timeout: Duration },
+
     /// The queue stayed full for longer than the caller may wait.
     #[error("ingest queue is full ({capacity} events); retry after {retry_after:?}")]
     QueueFull {
@@ -86,6 +101,8 @@ impl Error {
             Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             Error::InvalidEvent(r) if r.is_unreadable() => StatusCode::BAD_REQUEST,
             Error::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::StreamIdle { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -100,6 +117,11 @@ impl Error {
         use tonic::Code;
         match self {
             Error::InvalidArgument(_) | Error::InvalidEvent(_) => Code::InvalidArgument,
+            // Not RESOURCE_EXHAUSTED, which clients retry (a full queue):
+            // the same message is as large the next time. Tonic answers
+            // an oversized unary request with OUT_OF_RANGE too.
+            Error::TooLarge { .. } => Code::OutOfRange,
+            Error::StreamIdle { .. } => Code::DeadlineExceeded,
             Error::QueueFull { .. } => Code::ResourceExhausted,
             Error::Unavailable(_) | Error::ShuttingDown => Code::Unavailable,
             Error::NotFound { .. } => Code::NotFound,
@@ -147,6 +169,8 @@ impl Error {
             Error::InvalidArgument(_) => "invalid_argument",
             Error::InvalidEvent(r) if r.is_unreadable() => "invalid_argument",
             Error::InvalidEvent(_) => "invalid_event",
+            Error::TooLarge { .. } => "too_large",
+            Error::StreamIdle { .. } => "stream_idle",
             Error::QueueFull { .. } => "queue_full",
             Error::Unavailable(_) => "unavailable",
             Error::ShuttingDown => "shutting_down",
@@ -222,6 +246,26 @@ mod tests {
                 Error::InvalidArgument("packets: empty".into()),
                 StatusCode::BAD_REQUEST,
                 Code::InvalidArgument,
+                false,
+                None,
+            ),
+            (
+                Error::TooLarge {
+                    field: "body",
+                    limit: 1024,
+                    flag: "--http-max-body-bytes",
+                },
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Code::OutOfRange,
+                false,
+                None,
+            ),
+            (
+                Error::StreamIdle {
+                    timeout: Duration::from_secs(60),
+                },
+                StatusCode::REQUEST_TIMEOUT,
+                Code::DeadlineExceeded,
                 false,
                 None,
             ),

@@ -6,9 +6,16 @@
 //! what it did settle in trailing metadata: `telemetry-settled` (packets from
 //! the start of the call whose fate is final; resend from there),
 //! `telemetry-accepted`, `telemetry-duplicates`, `telemetry-rejected`.
+//!
+//! A client stream that sends no message for `--grpc-stream-idle-timeout-seconds`
+//! is ended the same way, with DEADLINE_EXCEEDED: what it sent before is
+//! stored and acknowledged (StreamBatches: each batch taken is answered
+//! before the status), nothing is dropped unanswered. A message over
+//! `--grpc-max-message-bytes` fails the call with OUT_OF_RANGE.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use telemetry_proto::v1::telemetry_ingest_server::TelemetryIngest;
@@ -29,33 +36,89 @@ use crate::query::Query;
 
 const TRANSPORT: &str = "grpc";
 
+/// What one call may send: packets per batch, bytes per message, and how
+/// long a stream may stay silent.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    pub max_batch: usize,
+    pub max_message_bytes: usize,
+    pub idle_timeout: Duration,
+}
+
 /// The TelemetryIngest service.
 #[derive(Debug, Clone)]
 pub struct IngestService {
     intake: Arc<Intake>,
-    max_batch: usize,
+    limits: StreamLimits,
     shutdown: CancellationToken,
 }
 
+/// What a client stream's next read gave.
+enum Next<T> {
+    Message(T),
+    End,
+    Idle,
+    Shutdown,
+    Failed(Error),
+}
+
 impl IngestService {
-    pub fn new(intake: Arc<Intake>, max_batch: usize, shutdown: CancellationToken) -> Self {
+    pub fn new(intake: Arc<Intake>, limits: StreamLimits, shutdown: CancellationToken) -> Self {
         IngestService {
             intake,
-            max_batch,
+            limits,
             shutdown,
         }
     }
 
     fn check_batch(&self, batch: &PacketBatch) -> Result<(), Status> {
-        if batch.packets.is_empty() || batch.packets.len() > self.max_batch {
+        let max = self.limits.max_batch;
+        if batch.packets.is_empty() || batch.packets.len() > max {
             return Err(Error::InvalidArgument(format!(
                 "packets: a batch holds 1 to {} packets (got {})",
-                self.max_batch,
+                max,
                 batch.packets.len()
             ))
             .into());
         }
         Ok(())
+    }
+
+    /// The next message of a client stream, unless shutdown comes first or
+    /// the client sends nothing for the idle timeout.
+    async fn next<T>(&self, stream: &mut Streaming<T>) -> Next<T> {
+        let read = tokio::time::timeout(self.limits.idle_timeout, stream.message());
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Next::Shutdown,
+            next = read => match next {
+                Err(_) => Next::Idle,
+                Ok(Ok(Some(message))) => Next::Message(message),
+                Ok(Ok(None)) => Next::End,
+                Ok(Err(status)) => Next::Failed(self.stream_error(&status)),
+            },
+        }
+    }
+
+    /// A failed read as the error the call ends with: an oversized message
+    /// names its limit; anything else (the client gone, garbage) says so.
+    fn stream_error(&self, status: &Status) -> Error {
+        tracing::debug!(%status, "stream ended by the client side");
+        if status.code() == tonic::Code::OutOfRange {
+            Error::TooLarge {
+                field: "message",
+                limit: self.limits.max_message_bytes,
+                flag: "--grpc-max-message-bytes",
+            }
+        } else {
+            Error::InvalidArgument(format!("stream failed: {}", status.message()))
+        }
+    }
+
+    fn idle(&self) -> Error {
+        Error::StreamIdle {
+            timeout: self.limits.idle_timeout,
+        }
     }
 }
 
@@ -105,30 +168,32 @@ impl TelemetryIngest for IngestService {
     ) -> Result<Response<Ack>, Status> {
         let mut stream = request.into_inner();
         let mut sub = self.intake.begin(TRANSPORT, true)?;
+        // Whatever ends the stream early, what was enqueued is settled (it
+        // will be stored) and the error says how far the call got. A silent
+        // or oversized stream keeps all it sent before; a broken one keeps
+        // what was enqueued.
         loop {
-            let next = tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => {
-                    sub.interrupt(Error::ShuttingDown);
-                    break;
-                }
-                next = stream.message() => next,
-            };
-            match next {
-                Ok(Some(packet)) => {
+            match self.next(&mut stream).await {
+                Next::Message(packet) => {
                     if sub.offer(packet.into()).await.is_err() {
                         break;
                     }
                 }
-                Ok(None) => break,
-                Err(status) => {
-                    // The client is gone or sent garbage: settle what was
-                    // enqueued (it will be stored) and report the error.
-                    tracing::debug!(%status, "stream ended by the client side");
-                    sub.interrupt(Error::InvalidArgument(format!(
-                        "stream failed: {}",
-                        status.message()
-                    )));
+                Next::End => break,
+                Next::Shutdown => {
+                    sub.interrupt(Error::ShuttingDown);
+                    break;
+                }
+                Next::Idle => {
+                    sub.end_with(self.idle());
+                    break;
+                }
+                Next::Failed(error @ Error::TooLarge { .. }) => {
+                    sub.end_with(error);
+                    break;
+                }
+                Next::Failed(error) => {
+                    sub.interrupt(error);
                     break;
                 }
             }
@@ -182,14 +247,22 @@ impl TelemetryIngest for IngestService {
         });
         tokio::spawn(async move {
             loop {
-                let next = tokio::select! {
-                    biased;
-                    _ = service.shutdown.cancelled() => break,
-                    next = stream.message() => next,
-                };
-                let batch = match next {
-                    Ok(Some(batch)) => batch,
-                    _ => break,
+                let batch = match service.next(&mut stream).await {
+                    Next::Message(batch) => batch,
+                    Next::End | Next::Shutdown => break,
+                    ended @ (Next::Idle | Next::Failed(_)) => {
+                        let error = match ended {
+                            Next::Failed(error) => error,
+                            _ => service.idle(),
+                        };
+                        // The call's status, sent after the ack of every
+                        // batch taken before it.
+                        let status = Status::from(error);
+                        let _ = order_tx
+                            .send((0, tokio::spawn(async { Err(status) })))
+                            .await;
+                        break;
+                    }
                 };
                 let sequence = batch.sequence;
                 let svc = service.clone();

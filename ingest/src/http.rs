@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query as QueryParams, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query as QueryParams, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -29,13 +29,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::intake::{Intake, Partial, Tally};
-use crate::openapi::{ApiDoc, BadRequest, Interrupted, Invalid, NotFound, UnavailableQuery};
+use crate::openapi::{
+    ApiDoc, BadRequest, Interrupted, Invalid, NotFound, TooLarge, UnavailableQuery,
+};
 use crate::query::{DeviceParams, Query};
 use crate::{Error, Result};
 
 const TRANSPORT: &str = "http";
-/// Largest request body: a full batch of events with large payloads.
-pub const BODY_LIMIT_BYTES: usize = 64 * 1024 * 1024;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -43,6 +43,8 @@ pub struct AppState {
     pub intake: Arc<Intake>,
     pub query: Query,
     pub max_batch: usize,
+    /// Largest request body (`--http-max-body-bytes`).
+    pub max_body_bytes: usize,
 }
 
 /// Every route of the API with its OpenAPI operation: one list for both, so
@@ -68,7 +70,7 @@ pub fn api() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (api, _) = api().split_for_parts();
     api.merge(crate::openapi::docs_page())
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
 }
 
@@ -106,14 +108,16 @@ pub struct ErrorJson {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// `invalid_argument`, `invalid_event`, `queue_full`, `unavailable`,
-    /// `shutting_down`, `not_found` or `internal`.
+    /// `invalid_argument`, `invalid_event`, `too_large`, `queue_full`,
+    /// `unavailable`, `shutting_down`, `not_found` or `internal`.
     pub code: &'static str,
     pub message: String,
-    /// The event field that broke a rule (invalid events only).
+    /// The event field that broke a rule (invalid events), or `body` (a
+    /// body over the limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<&'static str>,
-    /// The rule it broke, e.g. `device_id.invalid_chars` (invalid events only).
+    /// The rule it broke, e.g. `device_id.invalid_chars` (invalid events),
+    /// or `body.too_large`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
     /// The configured names (unknown window or leaderboard only).
@@ -129,6 +133,7 @@ impl IntoResponse for Error {
         }
         let (field, reason) = match &self {
             Error::InvalidEvent(r) => (Some(r.field), Some(r.reason)),
+            Error::TooLarge { .. } => (Some("body"), Some("body.too_large")),
             _ => (None, None),
         };
         let known = match &self {
@@ -175,10 +180,10 @@ fn partial_response(p: Partial) -> Response {
     tag = crate::openapi::INGEST,
     summary = "Ingest one event",
     request_body = EventJson,
-    responses((status = 200, description = "Stored", body = AckJson), BadRequest, Invalid, Interrupted)
+    responses((status = 200, description = "Stored", body = AckJson), BadRequest, TooLarge, Invalid, Interrupted)
 )]
 #[tracing::instrument(skip_all, name = "http.post_event")]
-async fn post_event(State(s): State<AppState>, body: Bytes) -> Response {
+async fn post_event(State(s): State<AppState>, Body(body): Body) -> Response {
     let mut sub = match s.intake.begin(TRANSPORT, false) {
         Ok(sub) => sub,
         Err(e) => return e.into_response(),
@@ -195,6 +200,32 @@ async fn post_event(State(s): State<AppState>, body: Bytes) -> Response {
         }
         Ok(t) => (StatusCode::OK, Json(AckJson::from(t))).into_response(),
         Err(p) => partial_response(*p),
+    }
+}
+
+/// An ingest request's body, read up to `--http-max-body-bytes`: a larger
+/// one is refused with 413 before it is read (so nothing of it is stored),
+/// one that cannot be read with 400.
+struct Body(Bytes);
+
+impl FromRequest<AppState> for Body {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, s: &AppState) -> Result<Body> {
+        Bytes::from_request(req, s)
+            .await
+            .map(Body)
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::TooLarge {
+                        field: "body",
+                        limit: s.max_body_bytes,
+                        flag: "--http-max-body-bytes",
+                    }
+                } else {
+                    Error::InvalidArgument(format!("body: {}", rejection.body_text()))
+                }
+            })
     }
 }
 
@@ -227,12 +258,13 @@ fn split_batch(body: &[u8]) -> Option<Vec<&RawValue>> {
     responses(
         (status = 200, description = "Stored, but for the rejections listed", body = AckJson),
         BadRequest,
+        TooLarge,
         (status = 422, description = "Every event was rejected", body = AckJson),
         Interrupted
     )
 )]
 #[tracing::instrument(skip_all, name = "http.post_batch")]
-async fn post_batch(State(s): State<AppState>, body: Bytes) -> Response {
+async fn post_batch(State(s): State<AppState>, Body(body): Body) -> Response {
     let events = match split_batch(&body) {
         Some(events) => events,
         None => {

@@ -92,6 +92,9 @@ pub struct Submission<'a> {
     next_index: u64,
     /// Rejections after the last enqueued chunk settle with it.
     failed: Option<Error>,
+    /// Why the client's side of the call ended early, when what it sent is
+    /// still kept ([`Self::end_with`]).
+    ended: Option<Error>,
 }
 
 pub fn now_ms() -> i64 {
@@ -121,6 +124,7 @@ impl Intake {
             tally: Tally::default(),
             next_index: 0,
             failed: None,
+            ended: None,
         })
     }
 }
@@ -264,12 +268,26 @@ impl Submission<'_> {
             self.settle(result, end);
         }
         let mut tally = std::mem::take(&mut self.tally);
-        match self.failed.take() {
-            None => {
+        match (self.failed.take(), self.ended.take()) {
+            (None, None) => {
                 tally.settled = self.next_index;
                 Ok(tally)
             }
-            Some(error) => Err(Box::new(Partial { tally, error })),
+            (None, Some(error)) => {
+                tally.settled = self.next_index;
+                Err(Box::new(Partial { tally, error }))
+            }
+            (Some(error), _) => Err(Box::new(Partial { tally, error })),
+        }
+    }
+
+    /// Stops taking events but keeps the ones taken (an idle or oversized
+    /// stream: what came before is good): `finish` stores and settles them
+    /// as usual, then fails the call with `error`, its trailers saying how
+    /// far the call got.
+    pub fn end_with(&mut self, error: Error) {
+        if self.ended.is_none() {
+            self.ended = Some(error);
         }
     }
 

@@ -32,6 +32,8 @@
 //! - [`flush`]: the flusher task: batching, retries, answering handlers.
 //! - [`calibrate`]: the flush cost estimate, corrected by measured script time.
 //! - [`query`]: reads of counters, windows, leaderboards, recent events, stats.
+//! - [`connection`]: accepted connections on both listeners: how many at
+//!   once, the idle timeout, and the HTTP accept loop (header read timeout).
 //! - [`grpc`], [`http`]: the transports; [`openapi`]: the HTTP API's OpenAPI
 //!   document, derived from the handlers of [`http`], and its page at `/docs`.
 //! - [`health`], [`metrics`], [`reload`]: readiness, Prometheus, config hot reload.
@@ -43,6 +45,7 @@
 pub mod aggregate;
 pub mod calibrate;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod event;
 pub mod flush;

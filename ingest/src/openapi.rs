@@ -93,6 +93,12 @@ pub struct Events(pub Vec<EventJson>);
 #[response(status = 400)]
 pub struct BadRequest(pub ErrorJson);
 
+/// The body is larger than `--http-max-body-bytes` (64 MiB by default);
+/// none of it was read, so nothing of it was stored.
+#[derive(IntoResponses)]
+#[response(status = 413)]
+pub struct TooLarge(pub ErrorJson);
+
 /// The event broke a validation rule.
 #[derive(IntoResponses)]
 #[response(status = 422)]

@@ -30,8 +30,6 @@ use telemetry_proto::v1::telemetry_query_server::TelemetryQueryServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
@@ -39,8 +37,9 @@ use tonic_health::server::HealthReporter;
 
 use crate::aggregate::Settings;
 use crate::config::IngestArgs;
+use crate::connection::{self, Gate};
 use crate::flush::{self, FlushOptions};
-use crate::grpc::{IngestService, QueryService};
+use crate::grpc::{IngestService, QueryService, StreamLimits};
 use crate::health::{self, Health};
 use crate::http::{self, AppState};
 use crate::intake::Intake;
@@ -50,9 +49,6 @@ use crate::query::{Query, RateTracker};
 use crate::queue::Queue;
 use crate::store::Store;
 use crate::{Error, Result, reload};
-
-/// Largest gRPC message (a full batch of large payloads).
-const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The bound sockets; binding first lets tests use port 0.
 #[derive(Debug)]
@@ -279,26 +275,29 @@ async fn grpc_server(
     let reflection_alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(telemetry_proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let ingest = IngestService::new(intake, args.limits.max_grpc_batch, shutdown.clone());
+    let limits = &args.connections;
+    let ingest = IngestService::new(
+        intake,
+        StreamLimits {
+            max_batch: args.limits.max_grpc_batch,
+            max_message_bytes: limits.grpc_max_message_bytes,
+            idle_timeout: limits.grpc_stream_idle_timeout(),
+        },
+        shutdown.clone(),
+    );
+    let gate = Gate::new(listener, limits.max_connections, limits.idle_timeout());
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.grpc_max_concurrent_streams)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(
             TelemetryIngestServer::new(ingest)
-                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_decoding_message_size(limits.grpc_max_message_bytes)
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
         )
         .add_service(TelemetryQueryServer::new(QueryService::new(query)))
-        .serve_with_incoming_shutdown(
-            // Acks are small writes the client waits on: Nagle would hold them.
-            TcpListenerStream::new(listener).map(|conn| {
-                conn.inspect(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                })
-            }),
-            stop.clone().cancelled_owned(),
-        );
+        .serve_with_incoming_shutdown(gate.incoming(), stop.clone().cancelled_owned());
     Ok((server, health_reporter))
 }
 
@@ -310,14 +309,19 @@ fn http_server(
     query: Query,
     stop: &CancellationToken,
 ) -> impl Future<Output = std::io::Result<()>> + Send + use<> {
+    let limits = &args.connections;
     let app = http::router(AppState {
         intake,
         query,
         max_batch: args.limits.max_http_batch,
+        max_body_bytes: limits.http_max_body_bytes,
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .into_future()
+    let gate = Gate::new(listener, limits.max_connections, limits.idle_timeout());
+    let served = connection::serve_http(gate, app, limits.http_header_read_timeout(), stop.clone());
+    async move {
+        served.await;
+        Ok(())
+    }
 }
 
 /// Runs both servers to their end. One that fails starts the shutdown and

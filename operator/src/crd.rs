@@ -12,11 +12,14 @@
 //! - [`redis`]: `spec.redis`, managed (StatefulSet) or external Redis.
 //! - [`disruption`]: the PodDisruptionBudget settings of ingest and Redis.
 //! - [`network`]: `spec.networkPolicy`, who may reach Redis and ingest.
+//! - [`limits`]: `spec.ingest.limits`, the connection, stream and size
+//!   limits of the ingest pods.
 //! - this file: the root spec, the status, and the generated definition.
 
 pub mod autoscaling;
 pub mod disruption;
 pub mod ingest;
+pub mod limits;
 pub mod network;
 pub mod redis;
 
@@ -30,6 +33,7 @@ use telemetry_config::AggregationConfig;
 pub use autoscaling::{AutoscalingSpec, AutoscalingStatus};
 pub use disruption::DisruptionBudget;
 pub use ingest::IngestSpec;
+pub use limits::IngestLimits;
 pub use network::NetworkPolicySpec;
 pub use redis::RedisSpec;
 

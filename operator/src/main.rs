@@ -1,5 +1,7 @@
 //! `telemetry-operator`: flags, logging, signals; everything else is the lib.
 
+use std::io::IsTerminal;
+
 use anyhow::Context as _;
 use clap::Parser;
 use telemetry_operator::config::{Args, Settings};
@@ -10,7 +12,10 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only when stdout is a terminal, never into a log file or pipe.
+    let logs = tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
+        .with_env_filter(filter);
     if args.log_format == "json" {
         logs.json().init();
     } else {

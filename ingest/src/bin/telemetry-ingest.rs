@@ -1,5 +1,7 @@
 //! The ingest server binary: flags, logging, runtime, signals; then `run`.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use telemetry_ingest::config::{IngestArgs, LogFormat};
@@ -29,10 +31,14 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// Logs go to stdout: colours only when that is a terminal, never into a
+/// file or a pipe; `--log-format json` for machines.
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
+        .with_env_filter(filter);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),

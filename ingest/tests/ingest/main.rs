@@ -5,6 +5,7 @@ mod aggregates;
 mod docs;
 mod failures;
 mod faults;
+mod limits;
 mod proxy;
 mod startup;
 mod support;

@@ -14,6 +14,7 @@ use telemetry_ingest::config::IngestArgs;
 use telemetry_ingest::server::{self, Listeners};
 use telemetry_proto::v1::telemetry_ingest_client::TelemetryIngestClient;
 use telemetry_proto::v1::{Ack, Packet};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 /// A free port on 127.0.0.1 (bound, then released).
@@ -288,21 +289,19 @@ impl IngestProcess {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
+        let mut lines = log_lines(child.stdout.take().unwrap());
+        let (grpc, http) = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.recv().await {
                 if let Some(addrs) = serving_addrs(&line) {
-                    let _ = tx.send(addrs);
+                    return Some(addrs);
                 }
             }
-        });
-        let (grpc, http) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .ok()
-            .flatten()
-            .expect("telemetry-ingest did not log its addresses");
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .expect("telemetry-ingest did not log its addresses");
         IngestProcess { child, grpc, http }
     }
 
@@ -345,6 +344,20 @@ impl Drop for IngestProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The lines a child writes to `out`, read by a thread that drains it until
+/// the child exits (so the child never blocks on a full pipe).
+pub fn log_lines(out: impl std::io::Read + Send + 'static) -> UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            // Keep draining after the receiver is gone.
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, and returns that; fails

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::DisruptionBudget;
+use super::{DisruptionBudget, IngestLimits};
 
 /// Default gRPC port of the ingest pods and their Service.
 pub const DEFAULT_GRPC_PORT: i32 = 50051;
@@ -94,6 +94,10 @@ pub struct IngestSpec {
     /// The ingest pods' PodDisruptionBudget: by default a node drain takes
     /// at most one pod at a time, so the others keep serving while it drains.
     pub pod_disruption_budget: DisruptionBudget,
+
+    /// Limits on each pod's connections, gRPC streams, HTTP request bodies
+    /// and gRPC messages; unset fields keep the server's defaults.
+    pub limits: IngestLimits,
 }
 
 impl Default for IngestSpec {
@@ -115,6 +119,7 @@ impl Default for IngestSpec {
             pod_labels: BTreeMap::new(),
             pod_annotations: BTreeMap::new(),
             pod_disruption_budget: DisruptionBudget::default(),
+            limits: IngestLimits::default(),
         }
     }
 }

@@ -130,6 +130,12 @@ pub fn deployment(
         ),
         env("TELEMETRY_LOG_FORMAT", spec.log_format.as_str()),
     ];
+    env_vars.extend(
+        spec.limits
+            .env()
+            .into_iter()
+            .map(|(name, value)| env(name, value)),
+    );
     if let Some(selector) = redis.password {
         env_vars.push(EnvVar {
             name: "TELEMETRY_REDIS_PASSWORD".to_string(),
@@ -320,6 +326,7 @@ pub fn service(tp: &TelemetryPipeline) -> Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::IngestLimits;
     use crate::crd::ingest::{LogFormat, NodePorts, PullPolicy, ServiceType};
     use k8s_openapi::api::core::v1::Toleration;
     use telemetry_config::{AggregationConfig, WindowConfig};
@@ -590,6 +597,38 @@ mod tests {
         assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
         let ports: Vec<_> = svc.ports.unwrap().into_iter().map(|p| p.port).collect();
         assert_eq!(ports, [9000, 9001]);
+    }
+
+    #[test]
+    fn ingest_limits_reach_the_pods_as_env_and_unset_ones_keep_the_server_defaults() {
+        let expected = [
+            ("TELEMETRY_HTTP_MAX_BODY_BYTES", "1048576"),
+            ("TELEMETRY_HTTP_HEADER_READ_TIMEOUT_SECONDS", "5"),
+            ("TELEMETRY_IDLE_TIMEOUT_SECONDS", "120"),
+            ("TELEMETRY_MAX_CONNECTIONS", "2000"),
+            ("TELEMETRY_GRPC_MAX_CONCURRENT_STREAMS", "64"),
+            ("TELEMETRY_GRPC_MAX_MESSAGE_BYTES", "8388608"),
+            ("TELEMETRY_GRPC_STREAM_IDLE_TIMEOUT_SECONDS", "30"),
+        ];
+        let env = env_of(&deployment(&TelemetryPipeline::test(), IMAGE, Some(1)));
+        for (name, _) in expected {
+            assert!(!env.contains_key(name), "{name} set by default");
+        }
+        let tp = TelemetryPipeline::test().with_ingest(|i| {
+            i.limits = IngestLimits {
+                http_max_body_bytes: Some(1 << 20),
+                http_header_read_timeout_seconds: Some(5),
+                idle_timeout_seconds: Some(120),
+                max_connections: Some(2000),
+                grpc_max_concurrent_streams: Some(64),
+                grpc_max_message_bytes: Some(8 << 20),
+                grpc_stream_idle_timeout_seconds: Some(30),
+            };
+        });
+        let env = env_of(&deployment(&tp, IMAGE, Some(1)));
+        for (name, value_) in expected {
+            assert_eq!(value(&env, name), value_, "{name}");
+        }
     }
 
     #[test]
