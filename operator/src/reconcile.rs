@@ -43,7 +43,9 @@ use crate::config::Settings;
 use crate::crd::redis::PASSWORD_KEY;
 use crate::crd::{TelemetryPipeline, TelemetryPipelineStatus};
 use crate::metrics::Metrics;
-use crate::resources::{self, AUTOSCALER_MANAGER, Component, FIELD_MANAGER, Names, ingest, redis};
+use crate::resources::{
+    self, AUTOSCALER_MANAGER, Component, FIELD_MANAGER, Names, ingest, redis, rotation,
+};
 use crate::status::{self, Observed, Problem, SecretRef, SecretState};
 use crate::{Error, Result};
 
@@ -148,16 +150,28 @@ async fn reconcile_pipeline(tp: &TelemetryPipeline, ctx: &Context) -> Result<Act
     let ns = tp.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
     let mut observed = Observed::default();
 
+    // The version of the Redis password, stamped on the pod templates so
+    // that a new password rolls Redis, then the ingest pods.
+    let password_version;
     if let Some(managed) = tp.spec.redis.managed() {
         let password = ensure_password(tp, ctx, &ns).await?;
-        apply(tp, ctx, redis::secret(tp, &password)).await?;
+        let secret = apply(tp, ctx, redis::secret(tp, &password)).await?;
+        password_version = rotation::secret_version(&secret);
         apply(tp, ctx, redis::config_map(tp, &managed)).await?;
         apply(tp, ctx, redis::headless_service(tp)).await?;
         apply(tp, ctx, redis::client_service(tp)).await?;
-        observed.redis = Some(apply(tp, ctx, redis::stateful_set(tp, &managed)).await?);
+        let mut sts = redis::stateful_set(tp, &managed);
+        if let (Some(v), Some(spec)) = (&password_version, sts.spec.as_mut()) {
+            rotation::stamp(&mut spec.template, v);
+        }
+        observed.redis = Some(apply(tp, ctx, sts).await?);
+    } else {
+        password_version = external_password_version(tp, ctx, &ns).await?;
     }
     apply(tp, ctx, ingest::config_map(tp)).await?;
-    observed.deployment = Some(apply_deployment(tp, ctx, &ns).await?);
+    let version = password_version.as_deref();
+    observed.deployment =
+        Some(apply_deployment(tp, ctx, &ns, version, observed.redis.as_ref()).await?);
     apply(tp, ctx, ingest::service(tp)).await?;
     for budget in resources::disruption::budgets(tp) {
         apply(tp, ctx, budget).await?;
@@ -321,20 +335,54 @@ pub fn applied_replicas(tp: &TelemetryPipeline) -> Option<i32> {
     (!tp.autoscaling_enabled()).then_some(tp.spec.ingest.replicas)
 }
 
-/// Applies the ingest Deployment, keeping the autoscaler in charge of
-/// `spec.replicas` while autoscaling is enabled.
-async fn apply_deployment(tp: &TelemetryPipeline, ctx: &Context, ns: &str) -> Result<Deployment> {
-    let desired = ingest::deployment(tp, &ctx.settings.ingest_image, applied_replicas(tp));
-    let Some(autoscaling) = tp.spec.autoscaling.as_ref().filter(|a| a.enabled) else {
-        // force=true also takes spec.replicas back from the autoscaler's manager.
-        return apply(tp, ctx, desired).await;
+/// The version of an external Redis's password Secret, if the spec names one
+/// and it exists.
+async fn external_password_version(
+    tp: &TelemetryPipeline,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Option<String>> {
+    let Some(r) = tp
+        .spec
+        .redis
+        .external
+        .as_ref()
+        .and_then(|e| e.password_secret_ref.as_ref())
+    else {
+        return Ok(None);
     };
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&r.name)
+        .await
+        .map_err(|e| Error::kube(format!("get Secret {ns}/{}", r.name), e))?;
+    Ok(secret.as_ref().and_then(rotation::secret_version))
+}
+
+/// Applies the ingest Deployment, keeping the autoscaler in charge of
+/// `spec.replicas` while autoscaling is enabled, and moving the pods to a
+/// new Redis password once `redis` runs it.
+async fn apply_deployment(
+    tp: &TelemetryPipeline,
+    ctx: &Context,
+    ns: &str,
+    password_version: Option<&str>,
+    redis: Option<&StatefulSet>,
+) -> Result<Deployment> {
     let name = Names::of(tp).ingest;
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let existing = api
         .get_opt(&name)
         .await
         .map_err(|e| Error::kube(format!("get Deployment {ns}/{name}"), e))?;
+    let mut desired = ingest::deployment(tp, &ctx.settings.ingest_image, applied_replicas(tp));
+    let version = rotation::ingest_version(password_version, redis, existing.as_ref());
+    if let (Some(v), Some(spec)) = (version, desired.spec.as_mut()) {
+        rotation::stamp(&mut spec.template, &v);
+    }
+    let Some(autoscaling) = tp.spec.autoscaling.as_ref().filter(|a| a.enabled) else {
+        // force=true also takes spec.replicas back from the autoscaler's manager.
+        return apply(tp, ctx, desired).await;
+    };
     if let Some(d) = &existing {
         // Autoscaling was just enabled: hand spec.replicas over at its current
         // value before our own apply stops mentioning it (else SSA would remove

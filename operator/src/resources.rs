@@ -11,11 +11,14 @@
 //! - [`ingest`]: the aggregation ConfigMap, the Deployment and its Service.
 //! - [`disruption`]: the PodDisruptionBudgets of ingest and the managed Redis.
 //! - [`network`]: the NetworkPolicies of ingest and the managed Redis.
+//! - [`rotation`]: the Redis password version on the pod templates, so that a
+//!   new password rolls Redis and then the ingest pods.
 
 pub mod disruption;
 pub mod ingest;
 pub mod network;
 pub mod redis;
+pub mod rotation;
 
 use std::collections::BTreeMap;
 

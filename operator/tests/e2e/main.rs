@@ -12,6 +12,7 @@ mod disruption;
 mod leader;
 mod monitoring;
 mod network;
+mod rotation;
 mod support;
 
 use std::time::Duration;
