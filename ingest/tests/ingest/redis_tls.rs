@@ -10,7 +10,9 @@ use telemetry_ingest::config::RedisArgs;
 use telemetry_ingest::keys::Keys;
 use telemetry_ingest::store::Store;
 
-use crate::support::{Ingest, free_port, log_lines, packet, pipeline, serving_addrs, wait_for};
+use crate::support::{
+    Ingest, free_port, ingest_command, log_lines, packet, pipeline, serving, wait_for,
+};
 
 const USER: &str = "ingest";
 const PASSWORD: &str = "s3cret-for-tests";
@@ -262,35 +264,15 @@ async fn spawn_ingest(
     ssl_cert_file: Option<&Path>,
 ) -> Spawned {
     let empty = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_telemetry-ingest"))
-        .args([
-            "--grpc-listen=127.0.0.1:0",
-            "--http-listen=127.0.0.1:0",
-            "--log-format=json",
-        ])
-        .arg(format!("--redis-url={url}"))
-        .arg(format!("--pipeline={pipeline}"))
-        .args(flags)
-        .env("RUST_LOG", "info")
+    let mut child = ingest_command("127.0.0.1:0", "127.0.0.1:0", url, pipeline, flags)
         .env("TELEMETRY_REDIS_USERNAME", USER)
         .env("TELEMETRY_REDIS_PASSWORD", PASSWORD)
         .env("SSL_CERT_FILE", ssl_cert_file.unwrap_or(empty.path()))
         .env_remove("SSL_CERT_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut log = log_lines(child.stdout.take().unwrap());
-    let (_, http) = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = log.recv().await {
-            if let Some(addrs) = serving_addrs(&line) {
-                return addrs;
-            }
-        }
-        panic!("telemetry-ingest exited before serving");
-    })
-    .await
-    .expect("telemetry-ingest did not log its addresses");
+    let (_, http) = serving(&mut log).await;
     Spawned {
         child,
         _empty: empty,
