@@ -95,6 +95,17 @@ pub struct RedisArgs {
     /// Redis password; overrides one in the URL (keeps secrets out of args).
     #[arg(long, env = "TELEMETRY_REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
+
+    /// Redis ACL user (`AUTH <username> <password>`); without it the
+    /// password is the `default` user's.
+    #[arg(long, env = "TELEMETRY_REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+
+    /// PEM file of CA certificates trusted for a `rediss://` URL, on top of
+    /// the system store (which honours `SSL_CERT_FILE`). Refused with a
+    /// `redis://` URL.
+    #[arg(long, env = "TELEMETRY_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 /// The in-memory queue between handlers and the Redis flushers.

@@ -73,6 +73,11 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] telemetry_config::Error),
 
+    /// A startup setting cannot be used as given; the message names the
+    /// flag (e.g. an unreadable `--redis-ca-file`).
+    #[error("{0}")]
+    Setting(String),
+
     /// A listener could not be bound or a server failed.
     #[error("{context}: {source}")]
     Io {

@@ -78,9 +78,23 @@ impl Health {
 /// Pings Redis every [`PROBE_INTERVAL`], or every [`PROBE_INTERVAL_DOWN`]
 /// while it is unreachable, until `shutdown`.
 pub async fn probe(health: Arc<Health>, store: Store, shutdown: CancellationToken) {
+    // The reason of the last failed ping, logged when it changes (not every
+    // 100 ms): a refused TLS certificate or login is told apart from a
+    // Redis that is down.
+    let mut last_error = None;
     loop {
-        let up = tokio::time::timeout(PROBE_INTERVAL, store.ping()).await;
-        let up = matches!(up, Ok(Ok(())));
+        let error = match tokio::time::timeout(PROBE_INTERVAL, store.ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no PONG within {PROBE_INTERVAL:?}")),
+        };
+        let up = error.is_none();
+        if let Some(e) = &error
+            && last_error.as_ref() != Some(e)
+        {
+            tracing::warn!(error = %e, "redis ping failed");
+        }
+        last_error = error;
         health.set_redis_up(up);
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -10,10 +10,12 @@
 //! This file does the I/O; what it sends and reads is decided by pure code:
 //! - [`script`]: the flush's `EVALSHA` arguments (the layout of
 //!   `flush.lua`'s header) and the parser of its reply;
-//! - [`refresh`]: when a recent-events list has its TTL set again.
+//! - [`refresh`]: when a recent-events list has its TTL set again;
+//! - [`tls`]: the certificates a `rediss://` connection trusts.
 
 pub mod refresh;
 pub mod script;
+pub mod tls;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -66,11 +68,28 @@ impl Store {
             .as_str()
             .into_connection_info()?
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let mut settings = info.redis_settings().clone();
         if let Some(password) = &args.redis_password {
-            let settings = info.redis_settings().clone().set_password(password.clone());
-            info = info.set_redis_settings(settings);
+            settings = settings.set_password(password);
         }
-        let client = redis::Client::open(info)?;
+        if let Some(username) = &args.redis_username {
+            settings = settings.set_username(username);
+        }
+        info = info.set_redis_settings(settings);
+        // rustls (for `rediss://`) uses the process-wide crypto provider; ring
+        // is the one the workspace builds, set here so that a second provider
+        // brought in by another crate cannot make that choice ambiguous.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = match tls::roots(&info, args.redis_ca_file.as_deref())? {
+            Some(root_cert) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )?,
+            None => redis::Client::open(info)?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))

@@ -488,6 +488,19 @@ mod tests {
         }
 
         #[test]
+        fn external_redis_tls_needs_a_rediss_url() {
+            let with = |url: &str| {
+                pipeline(json!({"redis": {"external": {
+                    "url": url,
+                    "username": "ingest",
+                    "tls": {"caSecretRef": {"name": "redis-ca"}}
+                }}}))
+            };
+            check(&with("rediss://r:6380"), None).unwrap();
+            rejected_with(&with("redis://r:6379"), None, "needs a rediss:// url");
+        }
+
+        #[test]
         fn redis_directives_the_operator_sets_or_spanning_lines_are_rejected() {
             let with = |name: &str, value: &str| {
                 pipeline(

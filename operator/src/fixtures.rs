@@ -46,6 +46,8 @@ impl TelemetryPipeline {
                 name: name.into(),
                 key: "password".into(),
             }),
+            username: None,
+            tls: None,
         });
         self
     }

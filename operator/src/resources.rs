@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, PodSecurityContext, SeccompProfile, SecretKeySelector, SecurityContext,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -180,6 +181,10 @@ pub struct RedisConnection {
     pub url: String,
     /// The Secret key holding the password, if Redis needs one.
     pub password: Option<SecretKeySelector>,
+    /// The ACL user, if not `default`.
+    pub username: Option<String>,
+    /// The Secret key holding the PEM CA certificates of a `rediss://` URL.
+    pub ca: Option<SecretKeySelector>,
 }
 
 impl RedisConnection {
@@ -194,6 +199,12 @@ impl RedisConnection {
                     key: r.key.clone(),
                     optional: None,
                 }),
+                username: ext.username.clone(),
+                ca: ext.tls.as_ref().map(|tls| SecretKeySelector {
+                    name: tls.ca_secret_ref.name.clone(),
+                    key: tls.ca_secret_ref.key.clone(),
+                    optional: None,
+                }),
             },
             None => Self {
                 url: redis::url(tp),
@@ -202,8 +213,21 @@ impl RedisConnection {
                     key: crate::crd::redis::PASSWORD_KEY.to_string(),
                     optional: None,
                 }),
+                username: None,
+                ca: None,
             },
         }
+    }
+}
+
+/// A mount of volume `name` at `path`; read-only for what the pod only reads
+/// (config, Secrets).
+pub fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_string(),
+        mount_path: path.to_string(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
     }
 }
 

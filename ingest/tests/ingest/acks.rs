@@ -421,6 +421,8 @@ async fn replayed_flush_with_the_same_batch_id_changes_nothing() {
         &RedisArgs {
             redis_url: redis.url(),
             redis_password: None,
+            redis_username: None,
+            redis_ca_file: None,
         },
         keys.clone(),
     )

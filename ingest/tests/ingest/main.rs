@@ -7,5 +7,6 @@ mod failures;
 mod faults;
 mod limits;
 mod proxy;
+mod redis_tls;
 mod startup;
 mod support;

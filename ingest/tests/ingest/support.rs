@@ -277,31 +277,11 @@ impl IngestProcess {
         pipeline: &str,
         flags: &[&str],
     ) -> IngestProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_telemetry-ingest"))
-            .arg(format!("--grpc-listen={grpc_listen}"))
-            .arg(format!("--http-listen={http_listen}"))
-            .arg(format!("--redis-url={redis_url}"))
-            .arg(format!("--pipeline={pipeline}"))
-            .arg("--log-format=json")
-            .args(flags)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+        let mut child = ingest_command(grpc_listen, http_listen, redis_url, pipeline, flags)
             .spawn()
             .unwrap();
         let mut lines = log_lines(child.stdout.take().unwrap());
-        let (grpc, http) = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = lines.recv().await {
-                if let Some(addrs) = serving_addrs(&line) {
-                    return Some(addrs);
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .expect("telemetry-ingest did not log its addresses");
+        let (grpc, http) = serving(&mut lines).await;
         IngestProcess { child, grpc, http }
     }
 
@@ -344,6 +324,45 @@ impl Drop for IngestProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `telemetry-ingest` binary with these flags, JSON logs at `info` on a
+/// piped stdout; the caller may add environment variables and spawns it.
+pub fn ingest_command(
+    grpc_listen: &str,
+    http_listen: &str,
+    redis_url: &str,
+    pipeline: &str,
+    flags: &[&str],
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_telemetry-ingest"));
+    cmd.arg(format!("--grpc-listen={grpc_listen}"))
+        .arg(format!("--http-listen={http_listen}"))
+        .arg(format!("--redis-url={redis_url}"))
+        .arg(format!("--pipeline={pipeline}"))
+        .arg("--log-format=json")
+        .args(flags)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// The gRPC and HTTP addresses of the startup log line, read from `lines`
+/// (which go on with the lines after it).
+pub async fn serving(lines: &mut UnboundedReceiver<String>) -> (SocketAddr, SocketAddr) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.recv().await {
+            if let Some(addrs) = serving_addrs(&line) {
+                return Some(addrs);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("telemetry-ingest did not log its addresses")
 }
 
 /// The lines a child writes to `out`, read by a thread that drains it until

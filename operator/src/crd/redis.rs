@@ -203,6 +203,10 @@ impl AppendFsync {
     {
         "rule": "!self.url.contains('@')",
         "message": "redis.external.url must not carry credentials; put the password in a Secret and name it in passwordSecretRef"
+    },
+    {
+        "rule": "!has(self.tls) || self.url.startsWith('rediss://')",
+        "message": "redis.external.tls needs a rediss:// url"
     }
 ]))]
 pub struct ExternalRedis {
@@ -214,6 +218,47 @@ pub struct ExternalRedis {
     /// needs no password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
+
+    /// Redis ACL user the ingest pods log in as (`AUTH <username>
+    /// <password>`); absent for the `default` user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[^\s]+$"), length(min = 1, max = 256))]
+    pub username: Option<String>,
+
+    /// TLS settings of a `rediss://` URL: the CA certificates the ingest
+    /// pods trust, on top of their image's system store (which the release
+    /// image, built from scratch, does not have).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ExternalRedisTls>,
+}
+
+/// How the ingest pods verify an external Redis' TLS certificate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalRedisTls {
+    /// The Secret key holding the PEM CA certificate(s) that signed the
+    /// Redis server certificate, trusted on top of the system store.
+    pub ca_secret_ref: CaSecretKeyRef,
+}
+
+/// A key of a Secret in the pipeline's namespace holding PEM certificates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaSecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Default key of the CA certificate, as cert-manager names it.
+pub const CA_KEY: &str = "ca.crt";
+
+fn default_ca_key() -> String {
+    CA_KEY.to_string()
 }
 
 /// A key of a Secret in the pipeline's namespace.

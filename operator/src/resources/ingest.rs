@@ -14,8 +14,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec, Probe,
-    Service, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
+    EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec,
+    Probe, SecretVolumeSource, Service, ServicePort, ServiceSpec, SleepAction, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -23,7 +23,7 @@ use kube::ResourceExt;
 
 use super::{
     Component, INGEST_UID, Names, RedisConnection, child_meta, container_security_context, labels,
-    pod_security_context, selector_labels,
+    mount, pod_security_context, selector_labels,
 };
 use crate::crd::TelemetryPipeline;
 
@@ -38,6 +38,10 @@ pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 pub const GRACE_MARGIN_SECONDS: i64 = 10;
 /// Name of the ingest container.
 pub const CONTAINER: &str = "ingest";
+/// Where an external Redis' CA Secret key is mounted (a directory).
+pub const REDIS_CA_DIR: &str = "/etc/telemetry-redis-ca";
+/// The CA file's name in [`REDIS_CA_DIR`].
+pub const REDIS_CA_FILE: &str = "ca.crt";
 
 /// The value of `--pipeline` (the Redis key prefix): `<namespace>/<name>`, so
 /// two pipelines sharing an external Redis never share keys.
@@ -147,6 +151,16 @@ pub fn deployment(
         });
     }
 
+    if let Some(username) = &redis.username {
+        env_vars.push(env("TELEMETRY_REDIS_USERNAME", username));
+    }
+    if redis.ca.is_some() {
+        env_vars.push(env(
+            "TELEMETRY_REDIS_CA_FILE",
+            format!("{REDIS_CA_DIR}/{REDIS_CA_FILE}"),
+        ));
+    }
+
     let http_probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
@@ -158,6 +172,43 @@ pub fn deployment(
         failure_threshold: Some(failures),
         ..Probe::default()
     };
+
+    let mut volume_mounts = vec![
+        mount("config", CONFIG_DIR, true),
+        mount("tmp", "/tmp", false),
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "config".to_string(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names.ingest.clone(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".to_string(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    // The CA key alone, under a fixed file name, read-only.
+    if let Some(ca) = &redis.ca {
+        volume_mounts.push(mount("redis-ca", REDIS_CA_DIR, true));
+        volumes.push(Volume {
+            name: "redis-ca".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(ca.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: ca.key.clone(),
+                    path: REDIS_CA_FILE.to_string(),
+                    mode: None,
+                }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
 
     let container = Container {
         name: CONTAINER.to_string(),
@@ -198,19 +249,7 @@ pub fn deployment(
         }),
         resources: spec.resources.clone(),
         security_context: Some(container_security_context()),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "config".to_string(),
-                mount_path: CONFIG_DIR.to_string(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".to_string(),
-                mount_path: "/tmp".to_string(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(volume_mounts),
         ..Container::default()
     };
 
@@ -236,21 +275,7 @@ pub fn deployment(
         affinity: spec.affinity.clone(),
         topology_spread_constraints: (!spec.topology_spread_constraints.is_empty())
             .then(|| spec.topology_spread_constraints.clone()),
-        volumes: Some(vec![
-            Volume {
-                name: "config".to_string(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: names.ingest.clone(),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "tmp".to_string(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            },
-        ]),
+        volumes: Some(volumes),
         ..PodSpec::default()
     };
 
@@ -328,6 +353,7 @@ mod tests {
     use super::*;
     use crate::crd::IngestLimits;
     use crate::crd::ingest::{LogFormat, NodePorts, PullPolicy, ServiceType};
+    use crate::crd::redis::{CaSecretKeyRef, ExternalRedisTls};
     use k8s_openapi::api::core::v1::Toleration;
     use telemetry_config::{AggregationConfig, WindowConfig};
 
@@ -670,6 +696,78 @@ mod tests {
         let env = env_of(&deployment(&tp, IMAGE, Some(1)));
         assert_eq!(value(&env, "TELEMETRY_REDIS_URL"), "redis://r:6379");
         assert!(!env.contains_key("TELEMETRY_REDIS_PASSWORD"));
+    }
+
+    #[test]
+    fn external_redis_tls_mounts_the_ca_key_read_only_and_names_it_and_the_user_in_env() {
+        let mut tp =
+            TelemetryPipeline::test().with_external_redis("rediss://r:6380", Some("creds"));
+        let ext = tp.spec.redis.external.as_mut().unwrap();
+        ext.username = Some("ingest".into());
+        ext.tls = Some(ExternalRedisTls {
+            ca_secret_ref: CaSecretKeyRef {
+                name: "redis-ca".into(),
+                key: "root.pem".into(),
+            },
+        });
+        let d = deployment(&tp, IMAGE, Some(1));
+        let env = env_of(&d);
+        assert_eq!(value(&env, "TELEMETRY_REDIS_URL"), "rediss://r:6380");
+        assert_eq!(value(&env, "TELEMETRY_REDIS_USERNAME"), "ingest");
+        assert_eq!(
+            value(&env, "TELEMETRY_REDIS_CA_FILE"),
+            "/etc/telemetry-redis-ca/ca.crt"
+        );
+        let pod = pod(&d);
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "redis-ca")
+            .expect("the CA is mounted");
+        assert_eq!(
+            (
+                mount.mount_path.as_str(),
+                mount.read_only,
+                mount.sub_path.as_deref()
+            ),
+            ("/etc/telemetry-redis-ca", Some(true), None)
+        );
+        let secret = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "redis-ca")
+            .and_then(|v| v.secret.clone())
+            .expect("a Secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("redis-ca"));
+        let items = secret.items.unwrap();
+        assert_eq!(
+            items
+                .iter()
+                .map(|i| (i.key.as_str(), i.path.as_str()))
+                .collect::<Vec<_>>(),
+            [("root.pem", "ca.crt")],
+            "only the CA key, under a fixed name"
+        );
+    }
+
+    #[test]
+    fn external_redis_without_tls_or_user_mounts_no_ca_and_sets_no_such_env() {
+        let tp = TelemetryPipeline::test().with_external_redis("rediss://r:6380", None);
+        let d = deployment(&tp, IMAGE, Some(1));
+        let env = env_of(&d);
+        assert!(!env.contains_key("TELEMETRY_REDIS_USERNAME"));
+        assert!(!env.contains_key("TELEMETRY_REDIS_CA_FILE"));
+        assert!(
+            pod(&d)
+                .volumes
+                .unwrap()
+                .iter()
+                .all(|v| v.name != "redis-ca")
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Secret,
-    SecretKeySelector, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    SecretKeySelector, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
     VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -19,8 +19,8 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Component, Names, REDIS_UID, child_meta, container_security_context, pod_security_context,
-    selector_labels,
+    Component, Names, REDIS_UID, child_meta, container_security_context, mount,
+    pod_security_context, selector_labels,
 };
 use crate::crd::TelemetryPipeline;
 use crate::crd::redis::{ManagedRedis, OPERATOR_DIRECTIVES, PASSWORD_KEY};
@@ -218,17 +218,8 @@ pub fn stateful_set(tp: &TelemetryPipeline, managed: &ManagedRedis) -> StatefulS
         resources: managed.resources.clone(),
         security_context: Some(container_security_context()),
         volume_mounts: Some(vec![
-            VolumeMount {
-                name: "config".to_string(),
-                mount_path: CONFIG_DIR.to_string(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: DATA_VOLUME.to_string(),
-                mount_path: DATA_DIR.to_string(),
-                ..VolumeMount::default()
-            },
+            mount("config", CONFIG_DIR, true),
+            mount(DATA_VOLUME, DATA_DIR, false),
         ]),
         ..Container::default()
     };

@@ -9,6 +9,8 @@ use crate::crd::TelemetryPipeline;
 
 /// The spec field that names an external Redis' password Secret.
 pub const EXTERNAL_PASSWORD_FIELD: &str = "spec.redis.external.passwordSecretRef";
+/// The spec field that names an external Redis' CA Secret.
+pub const EXTERNAL_CA_FIELD: &str = "spec.redis.external.tls.caSecretRef";
 
 /// A problem the reconcile ran into that the user must fix (it is not retried
 /// in a hot loop), reported as `Degraded=True` with this reason and message.
@@ -29,21 +31,30 @@ pub struct SecretRef {
     pub name: String,
     /// The key the pods read from it.
     pub key: String,
+    /// What that key must hold, e.g. `the Redis password`.
+    pub holds: &'static str,
 }
 
 impl SecretRef {
-    /// The Secrets `tp` refers to: an external Redis' password Secret.
+    /// The Secrets `tp` refers to: an external Redis' password Secret and
+    /// CA Secret.
     pub fn all_of(tp: &TelemetryPipeline) -> Vec<SecretRef> {
-        let external = tp.spec.redis.external.as_ref();
-        external
-            .and_then(|ext| ext.password_secret_ref.as_ref())
-            .map(|r| SecretRef {
-                field: EXTERNAL_PASSWORD_FIELD,
-                name: r.name.clone(),
-                key: r.key.clone(),
-            })
-            .into_iter()
-            .collect()
+        let Some(ext) = tp.spec.redis.external.as_ref() else {
+            return Vec::new();
+        };
+        let password = ext.password_secret_ref.as_ref().map(|r| SecretRef {
+            field: EXTERNAL_PASSWORD_FIELD,
+            name: r.name.clone(),
+            key: r.key.clone(),
+            holds: "the Redis password",
+        });
+        let ca = ext.tls.as_ref().map(|tls| SecretRef {
+            field: EXTERNAL_CA_FIELD,
+            name: tls.ca_secret_ref.name.clone(),
+            key: tls.ca_secret_ref.key.clone(),
+            holds: "the PEM CA certificate of the Redis",
+        });
+        password.into_iter().chain(ca).collect()
     }
 }
 
@@ -83,15 +94,15 @@ pub fn secret_problem(secrets: &[(SecretRef, SecretState)]) -> Option<Problem> {
         SecretState::Missing => Some(Problem {
             reason: "RedisSecretMissing".into(),
             message: format!(
-                "Secret {:?} named in {} does not exist: create it with the Redis password under key {:?}; the ingest pods start once it exists",
-                r.name, r.field, r.key
+                "Secret {:?} named in {} does not exist: create it with {} under key {:?}; the ingest pods start once it exists",
+                r.name, r.field, r.holds, r.key
             ),
         }),
         SecretState::KeyMissing => Some(Problem {
             reason: "RedisSecretKeyMissing".into(),
             message: format!(
-                "Secret {:?} named in {} has no key {:?}: add the Redis password under that key; the ingest pods start once it exists",
-                r.name, r.field, r.key
+                "Secret {:?} named in {} has no key {:?}: add {} under that key; the ingest pods start once it exists",
+                r.name, r.field, r.key, r.holds
             ),
         }),
     })
@@ -113,6 +124,7 @@ mod tests {
                 field: "spec.redis.external.passwordSecretRef",
                 name: "creds".into(),
                 key: "password".into(),
+                holds: "the Redis password",
             }]
         );
         let stuck = pod(
@@ -167,5 +179,42 @@ mod tests {
         let s = compute(&tp, &serving, at(105));
         assert_eq!(state(&s, READY), ("True", "Ready"));
         assert_eq!(state(&s, DEGRADED), ("True", "RedisSecretMissing"));
+    }
+
+    #[test]
+    fn a_missing_redis_ca_secret_is_checked_and_named_with_what_it_must_hold() {
+        use crate::crd::redis::{CaSecretKeyRef, ExternalRedisTls};
+        let mut tp =
+            TelemetryPipeline::test().with_external_redis("rediss://cache:6380", Some("creds"));
+        tp.spec.redis.external.as_mut().unwrap().tls = Some(ExternalRedisTls {
+            ca_secret_ref: CaSecretKeyRef {
+                name: "redis-ca".into(),
+                key: "ca.crt".into(),
+            },
+        });
+        let refs = SecretRef::all_of(&tp);
+        assert_eq!(
+            refs.iter()
+                .map(|r| (r.field, r.name.as_str(), r.key.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (EXTERNAL_PASSWORD_FIELD, "creds", "password"),
+                (EXTERNAL_CA_FIELD, "redis-ca", "ca.crt"),
+            ]
+        );
+        let secrets = vec![
+            (refs[0].clone(), SecretState::Present),
+            (refs[1].clone(), SecretState::KeyMissing),
+        ];
+        let p = secret_problem(&secrets).expect("a problem");
+        assert_eq!(p.reason, "RedisSecretKeyMissing");
+        for part in [
+            "\"redis-ca\"",
+            "\"ca.crt\"",
+            "spec.redis.external.tls.caSecretRef",
+            "PEM CA certificate",
+        ] {
+            assert!(p.message.contains(part), "{}", p.message);
+        }
     }
 }
