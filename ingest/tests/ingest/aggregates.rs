@@ -541,11 +541,10 @@ async fn config_change_during_a_stream_loses_and_doubles_nothing() {
         || async { (redis.events(&p) >= 2_000).then_some(()) },
     )
     .await;
-    std::fs::write(
+    replace_file(
         config.path(),
         "windows: [{ name: before, aggregates: [count] }, { name: after, aggregates: [count] }]\n",
-    )
-    .unwrap();
+    );
     wait_for(
         "the change to be picked up",
         Duration::from_secs(10),
@@ -570,7 +569,7 @@ async fn config_change_during_a_stream_loses_and_doubles_nothing() {
         "the new window counts from the reload on: {after}"
     );
     // An invalid file is refused and the running config stays.
-    std::fs::write(config.path(), "windows: [{ name: Bad! }]\n").unwrap();
+    replace_file(config.path(), "windows: [{ name: Bad! }]\n");
     wait_for(
         "the invalid file to be read",
         Duration::from_secs(5),
@@ -582,6 +581,15 @@ async fn config_change_during_a_stream_loses_and_doubles_nothing() {
     .await;
     assert_eq!(get(&ingest, "/api/v1/windows/after?minutes=1").await.0, 200);
     ingest.stop().await;
+}
+
+/// Replaces a file's content in one step, as a Kubernetes ConfigMap volume
+/// does (a write in place could be read half-done, say empty, which is a
+/// valid config).
+fn replace_file(path: &std::path::Path, content: &str) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, content).unwrap();
+    std::fs::rename(&next, path).unwrap();
 }
 
 #[tokio::test]
