@@ -47,20 +47,13 @@ async fn disruption_budgets_cover_ingest_and_redis_and_evictions_honour_them() -
 {
     let world = World::new("pdb").await?;
     let name = "budget";
-    let tp: TelemetryPipeline = serde_json::from_value(json!({
-        "apiVersion": "telemetrypipeline.io/v1alpha1", "kind": "TelemetryPipeline",
-        "metadata": {"name": name},
-        "spec": {"ingest": {"replicas": 2, "podDisruptionBudget": {"maxUnavailable": 0}}}
-    }))?;
-    let pipelines = world.api::<TelemetryPipeline>();
-    pipelines
-        .patch(
+    world
+        .apply_spec(
             name,
-            &PatchParams::apply("e2e"),
-            &Patch::Apply(serde_json::to_value(&tp)?),
+            json!({"ingest": {"replicas": 2, "podDisruptionBudget": {"maxUnavailable": 0}}}),
         )
         .await?;
-    world.wait_ready(name).await?;
+    let pipelines = world.api::<TelemetryPipeline>();
 
     // Both budgets exist, owned by the pipeline, and select exactly its
     // pods: the disruption controller counts 2 ingest pods and 1 Redis pod.

@@ -24,22 +24,14 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 async fn network_policies_let_only_ingest_reach_redis_and_follow_the_spec() -> anyhow::Result<()> {
     let world = World::new("netpol").await?;
     let name = "guarded";
-    let tp: TelemetryPipeline = serde_json::from_value(json!({
-        "apiVersion": "telemetrypipeline.io/v1alpha1", "kind": "TelemetryPipeline",
-        "metadata": {"name": name},
-        "spec": {"networkPolicy": {"ingestFrom": [
-            {"namespaceSelector": {"matchLabels": {"team": "devices"}}}
-        ]}}
-    }))?;
-    let pipelines = world.api::<TelemetryPipeline>();
-    pipelines
-        .patch(
+    world
+        .apply_spec(
             name,
-            &PatchParams::apply("e2e"),
-            &Patch::Apply(serde_json::to_value(&tp)?),
+            json!({"networkPolicy": {"ingestFrom": [
+                {"namespaceSelector": {"matchLabels": {"team": "devices"}}}
+            ]}}),
         )
         .await?;
-    world.wait_ready(name).await?;
 
     let policies = world.api::<NetworkPolicy>();
     let redis = policies.get(&format!("{name}-redis")).await?;
@@ -100,7 +92,8 @@ async fn network_policies_let_only_ingest_reach_redis_and_follow_the_spec() -> a
     );
 
     // Turned off, both go.
-    pipelines
+    world
+        .api::<TelemetryPipeline>()
         .patch(
             name,
             &PatchParams::default(),

@@ -10,7 +10,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use telemetry_operator::TelemetryPipeline;
 use telemetry_operator::resources::rotation::PASSWORD_VERSION_ANNOTATION;
 use telemetry_testenv::wait_for;
 
@@ -48,20 +47,9 @@ fn ready_since(pod: &Pod) -> Option<Timestamp> {
 async fn a_new_redis_password_rolls_redis_then_ingest_and_loses_nothing() -> anyhow::Result<()> {
     let world = World::new("rotate").await?;
     let name = "rotated";
-    let tp: TelemetryPipeline = serde_json::from_value(json!({
-        "apiVersion": "telemetrypipeline.io/v1alpha1", "kind": "TelemetryPipeline",
-        "metadata": {"name": name},
-        "spec": {"ingest": {"replicas": 2}}
-    }))?;
-    let pipelines = world.api::<TelemetryPipeline>();
-    pipelines
-        .patch(
-            name,
-            &PatchParams::apply("e2e"),
-            &Patch::Apply(serde_json::to_value(&tp)?),
-        )
+    world
+        .apply_spec(name, json!({"ingest": {"replicas": 2}}))
         .await?;
-    world.wait_ready(name).await?;
     let before = world.ingest_pods(name, 2).await?;
     send(&before[0], "2000").await?;
     let pods = world.api::<Pod>();

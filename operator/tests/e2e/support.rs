@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use telemetry_operator::TelemetryPipeline;
 use telemetry_operator::config::{DEFAULT_LEASE_NAME, LeaderElection, Settings};
@@ -276,6 +276,28 @@ impl World {
     ) -> anyhow::Result<TelemetryPipeline> {
         let path = example(file);
         self.kubectl_ok(&["apply", "-f", path.to_str().unwrap()])
+            .await?;
+        self.wait_ready(name).await
+    }
+
+    /// Server-side applies a pipeline `name` with `spec` (JSON) and waits
+    /// until it is Ready.
+    pub async fn apply_spec(
+        &self,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> anyhow::Result<TelemetryPipeline> {
+        let tp: TelemetryPipeline = serde_json::from_value(serde_json::json!({
+            "apiVersion": "telemetrypipeline.io/v1alpha1", "kind": "TelemetryPipeline",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))?;
+        self.api::<TelemetryPipeline>()
+            .patch(
+                name,
+                &PatchParams::apply("e2e"),
+                &Patch::Apply(serde_json::to_value(&tp)?),
+            )
             .await?;
         self.wait_ready(name).await
     }
