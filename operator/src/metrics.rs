@@ -63,6 +63,10 @@ pub struct AutoscalerMetrics {
     /// `telemetry_operator_autoscaler_redis_saturated`: 1 while a scale-up
     /// is held because Redis is the bottleneck.
     pub redis_saturated: IntGaugeVec,
+    /// `telemetry_operator_autoscaler_drain_rate_events_per_second`: the
+    /// slowest rate a backlogged pod stored at, from the last tick that
+    /// measured one; the derived shutdown timeout is based on it.
+    pub drain_rate: IntGaugeVec,
     /// `telemetry_operator_autoscaler_scrape_errors_total{reason}`.
     pub scrape_errors: IntCounterVec,
     /// `telemetry_operator_autoscaler_scrape_duration_seconds`: one tick's
@@ -125,6 +129,10 @@ impl AutoscalerMetrics {
                 "telemetry_operator_autoscaler_redis_saturated",
                 "1 while a scale-up is held because Redis, not the ingest pods, is the bottleneck",
             )?,
+            drain_rate: gauge(
+                "telemetry_operator_autoscaler_drain_rate_events_per_second",
+                "Events per second the slowest backlogged ingest pod stored, at the last tick that measured a backlog",
+            )?,
             scrape_errors: counter(
                 "telemetry_operator_autoscaler_scrape_errors_total",
                 "Failed scrapes of an ingest pod's /metrics, by reason",
@@ -153,6 +161,7 @@ impl AutoscalerMetrics {
             &self.queue_depth,
             &self.redis_busy_permille,
             &self.redis_saturated,
+            &self.drain_rate,
         ] {
             // Absent series are fine: not every pipeline has every one.
             let _ = gauge.remove_label_values(&labels);

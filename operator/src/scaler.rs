@@ -250,6 +250,11 @@ impl Scaler {
         m.redis_saturated
             .with_label_values(&labels)
             .set(i64::from(decision.redis_saturated()));
+        if let Some(rate) = slowest {
+            m.drain_rate
+                .with_label_values(&labels)
+                .set(i64::try_from(rate).unwrap_or(i64::MAX));
+        }
 
         let scaled = self.act(tp, &ns, &deployment_name, &decision).await;
         let result = match scaled {

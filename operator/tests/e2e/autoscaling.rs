@@ -868,27 +868,66 @@ spec:
     world.wait_ready(name).await?;
     let pod = world.ingest_pods(name, 1).await?.remove(0);
     let grpc = format!("http://{}:50051", pod_ip(&pod));
-    let load = tokio::spawn(async move {
-        telemetryctl(&[
-            "send",
-            "--grpc",
-            &grpc,
-            "--n",
-            "200000",
-            "--devices",
-            "100",
-            "--concurrency",
-            "16",
-            "--batch",
-            "1000",
-            "--no-progress",
-        ])
-        .await
+    // Load in bursts (every connection sends its 1 000 events at once) until
+    // the operator has measured a backlogged pod's store rate: a scrape must
+    // meet a backlog, so how many bursts that takes depends on the machine.
+    // A burst lasts about a second, shorter than a sync period: the raise,
+    // applied on the first calm tick after the measurement, rolls the pod
+    // only once the sender has stopped.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut rounds = 0_u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                telemetryctl(&[
+                    "send",
+                    "--grpc",
+                    &grpc,
+                    "--n",
+                    "24000",
+                    "--devices",
+                    "100",
+                    "--concurrency",
+                    "24",
+                    "--batch",
+                    "1000",
+                    "--no-progress",
+                ])
+                .await?;
+                rounds += 1;
+            }
+            anyhow::Ok(rounds)
+        }
     });
-
+    let metrics = format!(
+        "{}/metrics",
+        world.operator.as_ref().expect("the operator").http
+    );
+    let series = format!(
+        "telemetry_operator_autoscaler_drain_rate_events_per_second{{namespace=\"{}\",pipeline=\"{name}\"}}",
+        world.ns.name
+    );
+    let measured = wait_for(
+        "the operator to measure a backlogged pod's store rate",
+        Duration::from_secs(180),
+        || {
+            let (metrics, series) = (metrics.clone(), series.clone());
+            async move {
+                let page = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+                page.lines()
+                    .find_map(|l| l.strip_prefix(series.as_str()))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            }
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     // Measured under load, applied once the load is gone: the sender sees
     // every event acknowledged (no roll while it sends).
-    load.await??;
+    let rounds = load.await??;
+    let measured = measured?;
+    eprintln!("drain rate {measured} events/s measured after {rounds} load rounds");
     let api = world.api::<TelemetryPipeline>();
     let drain = wait_for(
         "a derived drain timeout in the status",
