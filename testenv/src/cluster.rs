@@ -1,5 +1,5 @@
 //! Test support: the testenv from a test's point of view. [`cluster`]
-//! attaches to the control plane (starting it with `scripts/testenv up` if
+//! attaches to the control plane (starting it with [`control_plane::up`] if
 //! needed) once per test binary; each test takes a [`TestNamespace`] of its
 //! own and waits with [`wait_for`].
 //!
@@ -17,12 +17,11 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use tokio::sync::OnceCell;
 
-use crate::layout;
+use crate::{control_plane, layout};
 
 /// A running testenv.
 #[derive(Debug)]
 pub struct Cluster {
-    repo_root: PathBuf,
     state_dir: PathBuf,
     kubeconfig: PathBuf,
     kubectl: PathBuf,
@@ -32,9 +31,10 @@ pub struct Cluster {
 
 static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
 
-/// The testenv, once per test binary: `scripts/testenv up` (which reuses a
-/// running one, and starts the kubelet stand-in if it is not running), then
-/// the project's CRDs applied (server-side, idempotent).
+/// The testenv, once per test binary: the Go binaries built if needed
+/// (`scripts/testenv bin-dir`), [`control_plane::up`] (which reuses a
+/// running control plane, and starts the kubelet stand-in if it is not
+/// running), then the project's CRDs applied (server-side, idempotent).
 pub async fn cluster() -> anyhow::Result<&'static Cluster> {
     CLUSTER.get_or_try_init(Cluster::start).await
 }
@@ -50,83 +50,40 @@ pub fn repo_root() -> PathBuf {
 impl Cluster {
     async fn start() -> anyhow::Result<Cluster> {
         let repo_root = repo_root();
+        // The Go build stays in bash; it prints where the binaries are.
         let script = repo_root.join("scripts/testenv");
         let output = tokio::task::spawn_blocking(move || {
             Command::new(&script)
-                .arg("up")
+                .arg("bin-dir")
                 .stdin(Stdio::null())
                 .stderr(Stdio::inherit())
                 .output()
-                .with_context(|| format!("running {}", script.display()))
+                .with_context(|| format!("running {} bin-dir", script.display()))
         })
         .await??;
         if !output.status.success() {
-            bail!("scripts/testenv up failed ({})", output.status);
+            bail!("scripts/testenv bin-dir failed ({})", output.status);
         }
-        let exports = parse_exports(&String::from_utf8_lossy(&output.stdout));
-        let get = |key: &str| -> anyhow::Result<PathBuf> {
-            exports
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| PathBuf::from(v))
-                .with_context(|| format!("scripts/testenv up printed no {key}"))
-        };
-        let kubeconfig = get("KUBECONFIG")?;
+        let mut opts = control_plane::Options::for_repo(&repo_root);
+        opts.bin_dir = Some(PathBuf::from(
+            String::from_utf8_lossy(&output.stdout).trim(),
+        ));
+        let env = control_plane::up(&opts).await?;
+        let kubeconfig = env.kubeconfig();
         let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
         let config =
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await?;
-        let cluster = Cluster {
-            state_dir: get("TESTENV_STATE_DIR")?,
-            kubectl: get("TESTENV_KUBECTL")?,
-            helm: get("TESTENV_HELM")?,
+        // Again when reusing a running control plane: the CRDs may have
+        // changed since it started.
+        control_plane::apply_crds(&env.kubectl(), &kubeconfig, &repo_root.join("crds")).await?;
+        Ok(Cluster {
+            state_dir: env.state_dir.clone(),
+            kubectl: env.kubectl(),
+            helm: env.helm(),
             kubeconfig,
             config,
-            repo_root,
-        };
-        cluster.apply_crds().await?;
-        Ok(cluster)
-    }
-
-    /// Applies `crds/*.yaml` of the repository, if any, and waits until they
-    /// are Established.
-    async fn apply_crds(&self) -> anyhow::Result<()> {
-        let dir = self.repo_root.join("crds");
-        let any = std::fs::read_dir(&dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .any(|e| e.path().extension().is_some_and(|x| x == "yaml"))
-            })
-            .unwrap_or(false);
-        if !any {
-            return Ok(());
-        }
-        let mut apply = self.kubectl();
-        apply.args([
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=testenv",
-            "-f",
-        ]);
-        apply.arg(&dir);
-        let mut wait = self.kubectl();
-        wait.args([
-            "wait",
-            "--for",
-            "condition=established",
-            "--timeout=60s",
-            "-f",
-        ]);
-        wait.arg(&dir);
-        for mut cmd in [apply, wait] {
-            let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
-            if !out.status.success() {
-                bail!("applying crds/: {}", String::from_utf8_lossy(&out.stderr));
-            }
-        }
-        Ok(())
+        })
     }
 
     /// A new client. Call it inside each test's runtime: a client's
@@ -341,18 +298,12 @@ pub async fn ready_pods(
 
 /// Whether a process runs (a zombie does not count).
 pub fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    !crate::daemon::gone(pid)
 }
 
-/// `export K=V` lines of `scripts/testenv up`/`env` (values are `%q`-quoted
-/// by bash; our paths need no unquoting beyond backslashes).
+/// `export K=V` lines of `scripts/testenv up`/`env` (values are quoted by
+/// [`control_plane::shell_quote`]; our paths need no more unquoting than
+/// the outer quotes).
 pub fn parse_exports(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|line| line.strip_prefix("export "))

@@ -1,8 +1,13 @@
 //! A real Kubernetes control plane for tests, on machines without Docker.
 //!
-//! `scripts/testenv` builds and runs etcd, kube-apiserver and
-//! kube-controller-manager as local processes; this crate is the rest:
+//! `scripts/testenv build` builds etcd, kube-apiserver,
+//! kube-controller-manager, kubectl and helm from Go modules; this crate is
+//! the rest:
 //!
+//! - **the supervisor** (binary `telemetry-testenv`, wrapped by
+//!   `scripts/testenv`; entry points in [`control_plane`]: `up`, `down`,
+//!   `status`, `env`): runs the control plane as [`daemon`]s tracked by PID
+//!   files in one state directory, with credentials from [`pki`].
 //! - **the kubelet stand-in** (binary `telemetry-kubelet`, entry point
 //!   [`kubelet::run`]): registers a Ready [`node`], binds Pending pods, and
 //!   runs each [`pod`] as local processes on its own 127.0.0.N address
@@ -15,8 +20,9 @@
 //!   credentials; [`probe`]s; [`process`] start/signal/reap. The pod's
 //!   [`status`] is built from what the containers do. [`claim`] gives
 //!   PersistentVolumeClaims a volume. Files live where [`layout`] says.
-//! - **test support** ([`cluster`]): attach to (or start) the testenv once per
-//!   test binary, a namespace per test, polling helpers.
+//! - **test support** ([`cluster`]): attach to (or start, through
+//!   [`control_plane`]) the testenv once per test binary, a namespace per
+//!   test, polling helpers.
 //!
 //! Data flow: pod watch → `kubelet` (bind, spawn a worker per pod) → `pod`
 //! (IP, volumes, token) → `container` (prepare → spawn → probe → restart /
@@ -32,6 +38,8 @@ pub mod claim;
 pub mod cluster;
 pub mod container;
 pub mod context;
+pub mod control_plane;
+pub mod daemon;
 pub mod env;
 pub mod error;
 pub mod expand;
@@ -39,6 +47,7 @@ pub mod ipam;
 pub mod kubelet;
 pub mod layout;
 pub mod node;
+pub mod pki;
 pub mod pod;
 pub mod probe;
 pub mod process;
