@@ -17,7 +17,17 @@
 //!
 //! The binary `telemetry-testenv` and the test support ([`crate::cluster`])
 //! both call these functions; `scripts/testenv` wraps the binary. Progress
-//! goes to stderr, prefixed `testenv:`.
+//! goes to stderr, prefixed `testenv:`. What `up` and `env` print is in
+//! [`exports`], what `status` prints in [`report`]; [`crd`] applies the
+//! project's CRDs.
+
+mod crd;
+mod exports;
+mod report;
+
+pub use crd::apply_crds;
+pub use exports::{Env, shell_quote};
+pub use report::status;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -102,71 +112,6 @@ impl Options {
 
     fn logs(&self) -> PathBuf {
         self.state_dir.join("logs")
-    }
-}
-
-/// A running control plane: what `env` prints.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Env {
-    pub etcd_port: u16,
-    pub etcd_peer_port: u16,
-    pub apiserver_port: u16,
-    /// The Go-built binaries.
-    pub bin_dir: PathBuf,
-    pub state_dir: PathBuf,
-}
-
-impl Env {
-    pub fn kubeconfig(&self) -> PathBuf {
-        self.state_dir.join("kubeconfig")
-    }
-
-    pub fn kubectl(&self) -> PathBuf {
-        self.bin_dir.join("kubectl")
-    }
-
-    pub fn helm(&self) -> PathBuf {
-        self.bin_dir.join("helm")
-    }
-
-    /// `cluster.env`'s content.
-    fn file(&self) -> String {
-        format!(
-            "ETCD_PORT={}\nETCD_PEER_PORT={}\nAPISERVER_PORT={}\nBIN={}\n",
-            self.etcd_port,
-            self.etcd_peer_port,
-            self.apiserver_port,
-            self.bin_dir.display()
-        )
-    }
-
-    fn parse(text: &str, state_dir: &Path) -> Option<Self> {
-        let get = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-                .map(str::to_owned)
-        };
-        Some(Self {
-            etcd_port: get("ETCD_PORT")?.parse().ok()?,
-            etcd_peer_port: get("ETCD_PEER_PORT")?.parse().ok()?,
-            apiserver_port: get("APISERVER_PORT")?.parse().ok()?,
-            bin_dir: get("BIN")?.into(),
-            state_dir: state_dir.to_owned(),
-        })
-    }
-
-    /// Shell lines for `eval`: KUBECONFIG, TESTENV_STATE_DIR,
-    /// TESTENV_KUBECTL, TESTENV_HELM, and the pinned kubectl and helm first
-    /// on PATH (once, however often it is eval'd).
-    pub fn exports(&self) -> String {
-        let bin = shell_quote(&self.bin_dir.display().to_string());
-        format!(
-            "export KUBECONFIG={}\nexport TESTENV_STATE_DIR={}\nexport TESTENV_KUBECTL={}\nexport TESTENV_HELM={}\ncase \":$PATH:\" in *:{bin}:*) ;; *) export PATH={bin}:\"$PATH\" ;; esac\n",
-            shell_quote(&self.kubeconfig().display().to_string()),
-            shell_quote(&self.state_dir.display().to_string()),
-            shell_quote(&self.kubectl().display().to_string()),
-            shell_quote(&self.helm().display().to_string()),
-        )
     }
 }
 
@@ -525,159 +470,6 @@ fn leftover_pid_files(pods: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// What runs where, and the log files; `Ok(true)` when the control plane
-/// runs.
-pub fn status(opts: &Options, out: &mut impl Write) -> Result<bool> {
-    let w = |e: std::io::Error| Error::Io {
-        what: "writing the status",
-        path: PathBuf::from("-"),
-        source: e,
-    };
-    if !opts.state_dir.exists() {
-        writeln!(
-            out,
-            "testenv: not running (no {})",
-            opts.state_dir.display()
-        )
-        .map_err(w)?;
-        return Ok(false);
-    }
-    let env = std::fs::read_to_string(opts.cluster_env())
-        .ok()
-        .and_then(|t| Env::parse(&t, &opts.state_dir));
-    writeln!(out, "state dir:  {}", opts.state_dir.display()).map_err(w)?;
-    writeln!(
-        out,
-        "binaries:   {}",
-        env.as_ref()
-            .map_or("?".into(), |e| e.bin_dir.display().to_string())
-    )
-    .map_err(w)?;
-    writeln!(out, "kubeconfig: {}", opts.kubeconfig().display()).map_err(w)?;
-    for name in [ETCD, APISERVER, CONTROLLER_MANAGER, KUBELET] {
-        let port = |p: fn(&Env) -> u16| env.as_ref().map_or("?".into(), |e| p(e).to_string());
-        let where_ = match name {
-            ETCD => format!("http://127.0.0.1:{}", port(|e| e.etcd_port)),
-            APISERVER => format!("https://127.0.0.1:{}", port(|e| e.apiserver_port)),
-            _ => "-".into(),
-        };
-        let daemon = opts.daemon(name);
-        let pid = daemon
-            .alive()
-            .map_or("not running".to_string(), |p| format!("pid {p}"));
-        writeln!(
-            out,
-            "  {name:<24} {pid:<12} {where_:<30} log {}",
-            daemon.log.display()
-        )
-        .map_err(w)?;
-    }
-    let mut pods: Vec<PathBuf> = std::fs::read_dir(opts.state_dir.join("kubelet/pods"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    pods.retain(|d| d.join("pod").is_file());
-    pods.sort();
-    if pods.is_empty() {
-        writeln!(out, "no pods run by telemetry-kubelet").map_err(w)?;
-    } else {
-        writeln!(out, "pods run by telemetry-kubelet:").map_err(w)?;
-    }
-    for dir in pods {
-        let pod = std::fs::read_to_string(dir.join("pod")).unwrap_or_default();
-        writeln!(out, "  {}", pod.trim_end()).map_err(w)?;
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.sort();
-        for f in files
-            .iter()
-            .filter(|f| f.extension().is_some_and(|x| x == "pid"))
-        {
-            let container = f.file_stem().unwrap_or_default().to_string_lossy();
-            if let Some((pid, exe)) = read_pid_file(f) {
-                writeln!(out, "    {container:<20} pid {pid} {}", exe.display()).map_err(w)?;
-            }
-        }
-        for f in files
-            .iter()
-            .filter(|f| f.extension().is_some_and(|x| x == "log"))
-        {
-            writeln!(out, "    log {}", f.display()).map_err(w)?;
-        }
-    }
-    Ok(running(opts).is_some())
-}
-
-/// Applies `dir/*.yaml` (the project's CRDs), server-side and idempotent,
-/// and waits until they are Established.
-pub async fn apply_crds(kubectl: &Path, kubeconfig: &Path, dir: &Path) -> Result<()> {
-    let any = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.path().extension().is_some_and(|x| x == "yaml"))
-        })
-        .unwrap_or(false);
-    if !any {
-        return Ok(());
-    }
-    log(format_args!("applying CRDs from {}", dir.display()));
-    let run = |extra: &[&str]| {
-        let mut cmd = Command::new(kubectl);
-        cmd.env("KUBECONFIG", kubeconfig)
-            .args(extra)
-            .arg("-f")
-            .arg(dir)
-            .stdin(Stdio::null());
-        cmd
-    };
-    let apply = run(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=testenv",
-    ]);
-    let out = output(apply).await?;
-    if !out.status.success() {
-        return Err(Error::Invalid(format!(
-            "applying {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    // Right after creation a CRD has no conditions yet, which `kubectl
-    // wait` reports as an error rather than waiting: poll.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = output(run(&[
-            "wait",
-            "--for",
-            "condition=established",
-            "--timeout=10s",
-        ]))
-        .await?;
-        if out.status.success() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Invalid(format!(
-                "CRDs in {} not established after 60s: {}",
-                dir.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn output(mut cmd: Command) -> Result<std::process::Output> {
-    let program = format!("{:?}", cmd.get_program());
-    tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .map_err(|e| Error::Invalid(format!("running {program}: {e}")))?
-        .map_err(|source| Error::Spawn { program, source })
-}
-
 fn write_kubeconfig(path: &Path, env: &Env, pki: &Pki, user: &str) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let text = format!(
@@ -756,71 +548,13 @@ fn args<const N: usize>(list: [&str; N]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-/// `s` quoted for a POSIX shell (as is when it needs no quoting).
-pub fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+:,@=%".contains(c));
-    if plain {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn cluster_env_round_trips() {
-        let env = Env {
-            etcd_port: 1,
-            etcd_peer_port: 2,
-            apiserver_port: 3,
-            bin_dir: "/cache/bin".into(),
-            state_dir: "/state".into(),
-        };
-        assert_eq!(Env::parse(&env.file(), Path::new("/state")), Some(env));
-        assert_eq!(Env::parse("ETCD_PORT=x\n", Path::new("/state")), None);
-    }
-
-    #[test]
-    fn exports_quote_paths_for_the_shell_and_put_the_binaries_on_path_once() {
-        let env = Env {
-            etcd_port: 1,
-            etcd_peer_port: 2,
-            apiserver_port: 3,
-            bin_dir: "/cache/my bin".into(),
-            state_dir: "/state/it's".into(),
-        };
-        let out = env.exports();
-        assert!(
-            out.contains("export KUBECONFIG='/state/it'\\''s/kubeconfig'\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("export TESTENV_KUBECTL='/cache/my bin/kubectl'\n"),
-            "{out}"
-        );
-        assert!(out.contains("*:'/cache/my bin':*) ;;"), "{out}");
-        let parsed = crate::cluster::parse_exports(&out);
-        assert!(parsed.contains(&("TESTENV_HELM".into(), "/cache/my bin/helm".into())));
-    }
-
-    #[test]
     fn free_ports_are_distinct() {
         let [a, b, c] = free_ports().unwrap();
         assert!(a != b && b != c && a != c);
-    }
-
-    #[test]
-    fn status_of_a_missing_state_dir_says_not_running() {
-        let mut opts = Options::for_repo(Path::new("/nonexistent-repo"));
-        opts.state_dir = std::env::temp_dir().join("testenv-status-none-xyz");
-        let mut out = Vec::new();
-        assert!(!status(&opts, &mut out).unwrap());
-        assert!(String::from_utf8(out).unwrap().contains("not running"));
-        assert!(env(&opts).is_err());
     }
 }
