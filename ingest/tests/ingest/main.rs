@@ -8,5 +8,6 @@ mod faults;
 mod limits;
 mod proxy;
 mod redis_tls;
+mod soak;
 mod startup;
 mod support;

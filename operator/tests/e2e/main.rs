@@ -8,6 +8,7 @@
 //! (`cargo build -p telemetry-ingest -p telemetryctl`); see docs/operator.md.
 
 mod autoscaling;
+mod crash;
 mod disruption;
 mod leader;
 mod monitoring;
