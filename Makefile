@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build demo demo-stop demo-cluster demo-cluster-stop images test lint fmt crds bench bench-autoscaler testenv-up testenv-down
+.PHONY: setup build demo demo-stop demo-cluster demo-cluster-stop images test lint fmt crds bench bench-autoscaler soak testenv-up testenv-down
 
 setup:
 	@scripts/setup
@@ -52,6 +52,12 @@ crds:
 ## Throughput and latency of the ingest path; writes figures to stdout.
 bench: setup
 	@scripts/bench
+
+## Ten minutes of steady load at half the maximum, every aggregation on:
+## memory, file descriptors, Redis memory and p99 sampled every 10 s, with a
+## plot in target/soak/ (docs/reliability.md). A 60 s version is in `make test`.
+soak: setup
+	@scripts/soak
 
 ## The autoscaler: one decision over 1 000 pods, scraping 100 real pods, and
 ## the Redis-saturation signal against Redis's own CPU (BENCHMARKS.md).

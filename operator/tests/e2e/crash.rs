@@ -124,6 +124,24 @@ async fn children(
     Ok(out)
 }
 
+/// `n` events to each pod over gRPC, every one acknowledged; the total.
+async fn send_to_each(pods: &[Pod], n: u64) -> anyhow::Result<u64> {
+    for pod in pods {
+        telemetryctl(&[
+            "send",
+            "--grpc",
+            &format!("http://{}:50051", pod_ip(pod)),
+            "--n",
+            &n.to_string(),
+            "--devices",
+            "50",
+            "--no-progress",
+        ])
+        .await?;
+    }
+    Ok(n * pods.len() as u64)
+}
+
 fn count(children: &BTreeMap<String, BTreeMap<String, String>>) -> usize {
     children.values().map(BTreeMap::len).sum()
 }
@@ -243,24 +261,7 @@ async fn an_operator_killed_mid_reconcile_converges_without_duplicates_or_new_cr
 
     // And it stores what it acknowledges.
     let pods = world.ingest_pods(name, 2).await?;
-    let mut sent = 0;
-    for (i, pod) in pods.iter().enumerate() {
-        let seed = (i + 1).to_string();
-        telemetryctl(&[
-            "send",
-            "--grpc",
-            &format!("http://{}:50051", pod_ip(pod)),
-            "--n",
-            "5000",
-            "--devices",
-            "50",
-            "--seed",
-            &seed,
-            "--no-progress",
-        ])
-        .await?;
-        sent += 5000;
-    }
+    let sent = send_to_each(&pods, 5_000).await?;
     let http = format!("http://{}:8000", pod_ip(&pods[0]));
     let stored: u64 = device_counts(&http).await?.values().sum();
     assert_eq!(stored, sent);
@@ -290,24 +291,7 @@ async fn an_operator_killed_mid_scale_down_finishes_it_and_loses_no_event() -> a
 
     // Events on every pod, the victims-to-be included: acknowledged, so
     // stored, whatever happens to their pods next.
-    let mut sent = 0_u64;
-    for (i, pod) in pods.iter().enumerate() {
-        let seed = (100 + i).to_string();
-        telemetryctl(&[
-            "send",
-            "--grpc",
-            &format!("http://{}:50051", pod_ip(pod)),
-            "--n",
-            "5000",
-            "--devices",
-            "50",
-            "--seed",
-            &seed,
-            "--no-progress",
-        ])
-        .await?;
-        sent += 5000;
-    }
+    let mut sent = send_to_each(&pods, 5_000).await?;
     // The scale-down policy counts the scale-up too (the net change in its
     // period, as HPA does): let it leave the period first.
     let api = world.api::<TelemetryPipeline>();
