@@ -68,6 +68,9 @@ pub struct IngestArgs {
     #[command(flatten)]
     pub connections: ConnectionArgs,
 
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+
     /// Seconds allowed for draining the queue after SIGTERM.
     #[arg(long, env = "TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)]
     pub shutdown_timeout_seconds: u64,

@@ -10,3 +10,4 @@ mod proxy;
 mod redis_tls;
 mod startup;
 mod support;
+mod tls;
