@@ -502,3 +502,72 @@ async fn startup_with_a_key_of_another_certificate_fails_naming_both_files() {
         "{error}"
     );
 }
+
+/// `telemetryctl` as its command line parses `argv`.
+fn ctl(argv: &[&str]) -> telemetryctl::cli::Cli {
+    telemetryctl::cli::Cli::try_parse_from(
+        std::iter::once("telemetryctl").chain(argv.iter().copied()),
+    )
+    .unwrap()
+}
+
+fn send_args(argv: &[&str]) -> telemetryctl::cli::SendArgs {
+    match ctl(argv).command {
+        telemetryctl::cli::Command::Send(args) => args,
+        other => panic!("not send: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn telemetryctl_sends_and_queries_over_tls_with_ca_and_says_when_the_certificate_is_not_trusted()
+ {
+    let redis = Redis::start();
+    let ca = Ca::new();
+    let ingest = TlsIngest::start(&redis, "tls-ctl", &ca, &[]).await;
+    let ca_file = ingest.ca_file.to_str().unwrap().to_string();
+    let (grpc, http) = (ingest.grpc_url(), ingest.http_url());
+
+    for (flag, url) in [("--grpc", &grpc), ("--http", &http)] {
+        let common = [
+            "send",
+            flag,
+            url.as_str(),
+            "--n",
+            "200",
+            "--devices",
+            "5",
+            "--no-progress",
+        ];
+        let with_ca = [&common[..], &["--ca", &ca_file]].concat();
+        let summary = telemetryctl::send::send(send_args(&with_ca)).await.unwrap();
+        assert_eq!(
+            (summary.accepted, summary.failed),
+            (200, 0),
+            "{flag}: {summary:?}"
+        );
+
+        // The system store does not know the test CA.
+        let error = telemetryctl::send::send(send_args(&common))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("certificate is not trusted") && error.contains("--ca"),
+            "{flag}: {error}"
+        );
+    }
+
+    let code = telemetryctl::run(ctl(&["stats", "--http", &http, "--ca", &ca_file, "--json"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    let error = telemetryctl::run(ctl(&["stats", "--http", &http, "--json"]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("certificate is not trusted") && error.contains("--ca"),
+        "{error}"
+    );
+    ingest.stop().await;
+}
