@@ -14,6 +14,7 @@ mod monitoring;
 mod network;
 mod rotation;
 mod support;
+mod tls;
 
 use std::time::Duration;
 
