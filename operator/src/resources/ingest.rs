@@ -42,6 +42,9 @@ pub const CONTAINER: &str = "ingest";
 pub const REDIS_CA_DIR: &str = "/etc/telemetry-redis-ca";
 /// The CA file's name in [`REDIS_CA_DIR`].
 pub const REDIS_CA_FILE: &str = "ca.crt";
+/// Label on the ingest pods that serve TLS (value `true`), so a scraper
+/// such as the chart's PodMonitor picks https for them.
+pub const TLS_LABEL: &str = "telemetrypipeline.io/tls";
 /// Where the ingest TLS Secret (`spec.ingest.tls`) is mounted: a directory,
 /// so the kubelet refreshes it and the pods reload it without a restart.
 pub const TLS_DIR: &str = "/etc/telemetry-tls";
@@ -294,6 +297,9 @@ pub fn deployment(
     // selector must keep matching).
     let mut pod_labels = spec.pod_labels.clone();
     pod_labels.extend(labels(tp, Component::Ingest));
+    if tls.is_some() {
+        pod_labels.insert(TLS_LABEL.to_string(), "true".to_string());
+    }
     let mut pod_annotations = spec.pod_annotations.clone();
     pod_annotations.insert(
         "kubectl.kubernetes.io/default-container".to_string(),
@@ -904,10 +910,13 @@ mod tests {
         );
         assert_eq!(scheme(&c.readiness_probe).as_deref(), Some("HTTPS"));
         assert_eq!(scheme(&c.liveness_probe).as_deref(), Some("HTTPS"));
+        let meta = |d: &Deployment| d.spec.as_ref().unwrap().template.metadata.clone().unwrap();
         assert_eq!(
-            d.spec.as_ref().unwrap().template.metadata,
-            plain.spec.as_ref().unwrap().template.metadata,
+            meta(&d).annotations,
+            meta(&plain).annotations,
             "no Secret version in the pod template: rotation is a reload, not a rollout"
         );
+        assert_eq!(meta(&d).labels.unwrap()[TLS_LABEL], "true");
+        assert!(!meta(&plain).labels.unwrap().contains_key(TLS_LABEL));
     }
 }
