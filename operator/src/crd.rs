@@ -14,6 +14,7 @@
 //! - [`network`]: `spec.networkPolicy`, who may reach Redis and ingest.
 //! - [`limits`]: `spec.ingest.limits`, the connection, stream and size
 //!   limits of the ingest pods.
+//! - [`tls`]: `spec.ingest.tls`, the Secret the ingest pods serve TLS with.
 //! - this file: the root spec, the status, and the generated definition.
 
 pub mod autoscaling;
