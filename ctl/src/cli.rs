@@ -3,6 +3,8 @@
 //! The query commands read the HTTP API (`--http`, also `TELEMETRY_HTTP`);
 //! `send` talks to either transport.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub const DEFAULT_HTTP: &str = "http://127.0.0.1:8000";
@@ -40,12 +42,16 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct SendArgs {
-    /// gRPC endpoint, e.g. http://127.0.0.1:50051.
+    /// gRPC endpoint, e.g. http://127.0.0.1:50051 (https:// for TLS).
     #[arg(long, conflicts_with = "http", required_unless_present = "http")]
     pub grpc: Option<String>,
-    /// HTTP endpoint, e.g. http://127.0.0.1:8000.
+    /// HTTP endpoint, e.g. http://127.0.0.1:8000 (https:// for TLS).
     #[arg(long)]
     pub http: Option<String>,
+    /// PEM file of the CA certificates an https:// server's certificate is
+    /// verified against (only these); without it, the system store.
+    #[arg(long, env = "TELEMETRY_CA_FILE")]
+    pub ca: Option<PathBuf>,
     /// Events to send.
     #[arg(long, default_value_t = 100_000)]
     pub n: u64,
@@ -117,9 +123,13 @@ pub enum PayloadKind {
 /// Where queries go (HTTP JSON API) and how answers are printed.
 #[derive(Debug, Clone, Args)]
 pub struct QueryTarget {
-    /// Base URL of the HTTP API.
+    /// Base URL of the HTTP API (https:// for TLS).
     #[arg(long, env = "TELEMETRY_HTTP", default_value = DEFAULT_HTTP)]
     pub http: String,
+    /// PEM file of the CA certificates an https:// server's certificate is
+    /// verified against (only these); without it, the system store.
+    #[arg(long, env = "TELEMETRY_CA_FILE")]
+    pub ca: Option<PathBuf>,
     /// Print the raw JSON answer instead of a table.
     #[arg(long)]
     pub json: bool,

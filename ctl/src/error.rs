@@ -23,6 +23,12 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// An https:// server's certificate did not verify against `--ca` (or
+    /// the system store).
+    #[error(
+        "{url}: the server's certificate is not trusted ({detail}); give the CA that signed it with --ca (TELEMETRY_CA_FILE)"
+    )]
+    Untrusted { url: String, detail: String },
     #[error("a sender task failed")]
     Worker(#[source] tokio::task::JoinError),
     /// A query's request got no answer. The cause is part of the message.

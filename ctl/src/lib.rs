@@ -20,6 +20,8 @@
 //!   failures), [`send::report`] (tallies, totals, the summary).
 //! - [`query`]: the query commands over the HTTP API.
 //! - [`output`]: tables, JSON and the window chart (pure).
+//! - [`tls`]: `https://` endpoints, verified against `--ca` or the system
+//!   store.
 //! - [`error`]: what can fail.
 
 pub mod cli;
@@ -27,6 +29,7 @@ pub mod error;
 pub mod output;
 pub mod query;
 pub mod send;
+pub mod tls;
 
 pub use error::{Error, Result};
 

@@ -9,37 +9,37 @@ use crate::output;
 use crate::{Error, Result};
 
 pub async fn devices(a: &DevicesArgs) -> Result<()> {
-    let rows: Vec<DeviceCount> = get_json(&devices_url(a)).await?;
+    let rows: Vec<DeviceCount> = get_json(&a.target, &devices_url(a)).await?;
     output::print(&a.target, &rows, || output::devices_table(&rows));
     Ok(())
 }
 
 pub async fn counter(a: &CounterArgs) -> Result<()> {
-    let c: Counters = get_json(&counter_url(a)).await?;
+    let c: Counters = get_json(&a.target, &counter_url(a)).await?;
     output::print(&a.target, &c, || output::counters_table(&c));
     Ok(())
 }
 
 pub async fn leaderboard(a: &LeaderboardArgs) -> Result<()> {
-    let l: Leaderboard = get_json(&leaderboard_url(a)).await?;
+    let l: Leaderboard = get_json(&a.target, &leaderboard_url(a)).await?;
     output::print(&a.target, &l, || output::leaderboard_table(&l));
     Ok(())
 }
 
 pub async fn window(a: &WindowArgs) -> Result<()> {
-    let w: Window = get_json(&window_url(a)).await?;
+    let w: Window = get_json(&a.target, &window_url(a)).await?;
     output::print(&a.target, &w, || output::window_chart(&w, a.sum));
     Ok(())
 }
 
 pub async fn recent(a: &RecentArgs) -> Result<()> {
-    let events: Vec<EventJson> = get_json(&recent_url(a)).await?;
+    let events: Vec<EventJson> = get_json(&a.target, &recent_url(a)).await?;
     output::print(&a.target, &events, || output::recent_table(&events));
     Ok(())
 }
 
 pub async fn stats(t: &QueryTarget) -> Result<()> {
-    let s: Stats = get_json(&format!("{}/api/v1/stats", t.http)).await?;
+    let s: Stats = get_json(t, &format!("{}/api/v1/stats", t.http)).await?;
     output::print(t, &s, || output::stats_table(&s));
     Ok(())
 }
@@ -89,11 +89,27 @@ fn recent_url(a: &RecentArgs) -> String {
     url
 }
 
-async fn get_json<T: DeserializeOwned>(url: &str) -> Result<T> {
-    let response = reqwest::get(url).await.map_err(|cause| Error::Request {
-        url: url.to_string(),
-        cause,
-    })?;
+async fn get_json<T: DeserializeOwned>(target: &QueryTarget, url: &str) -> Result<T> {
+    let client = if crate::tls::is_https(url) {
+        crate::tls::http_client(target.ca.as_deref())?
+    } else {
+        reqwest::Client::new()
+    };
+    let response =
+        client
+            .get(url)
+            .send()
+            .await
+            .map_err(|cause| match crate::tls::untrusted(&cause) {
+                Some(detail) => Error::Untrusted {
+                    url: url.to_string(),
+                    detail,
+                },
+                None => Error::Request {
+                    url: url.to_string(),
+                    cause,
+                },
+            })?;
     let status = response.status();
     let body = response.text().await.map_err(Error::ReadAnswer)?;
     if !status.is_success() {
@@ -124,6 +140,7 @@ mod tests {
     fn target() -> QueryTarget {
         QueryTarget {
             http: "http://h:8000".into(),
+            ca: None,
             json: false,
         }
     }

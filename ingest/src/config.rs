@@ -68,11 +68,15 @@ pub struct IngestArgs {
     #[command(flatten)]
     pub connections: ConnectionArgs,
 
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+
     /// Seconds allowed for draining the queue after SIGTERM.
     #[arg(long, env = "TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)]
     pub shutdown_timeout_seconds: u64,
 
-    /// How often the config file is checked for changes, in milliseconds.
+    /// How often the config file (and the TLS files, with
+    /// `--tls-cert-file`) is checked for changes, in milliseconds.
     #[arg(long, env = "TELEMETRY_CONFIG_POLL_MS", default_value_t = DEFAULT_CONFIG_POLL_MS)]
     pub config_poll_ms: u64,
 

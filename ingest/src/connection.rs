@@ -3,7 +3,8 @@
 //! backlog until one closes, and are refused by the kernel once the backlog
 //! is full), each closed once nothing has been read from it or written to
 //! it for `--idle-timeout-seconds` ([`Guarded`]). [`serve_http`] is the HTTP
-//! accept loop, which adds hyper's header read timeout.
+//! accept loop, which adds hyper's header read timeout. TLS, when on, runs
+//! on a [`Guarded`] connection, inside these limits ([`crate::tls`]).
 //!
 //! The idle timeout only cuts connections that carry no traffic at all: a
 //! gRPC stream that stops sending is ended earlier, with a status and the
@@ -201,11 +202,13 @@ impl tonic::transport::server::Connected for Guarded {
 /// head (request line and headers) must arrive in full within
 /// `header_read_timeout`; hyper starts that clock whenever it waits for a
 /// request, so it also closes an HTTP/1 keep-alive connection that sends no
-/// next request in that time.
+/// next request in that time. With `tls`, each connection first completes
+/// its TLS handshake (in its own task, within the handshake timeout).
 pub async fn serve_http(
     gate: Gate,
     app: Router,
     header_read_timeout: Duration,
+    tls: Option<crate::tls::Tls>,
     stop: CancellationToken,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -221,12 +224,24 @@ pub async fn serve_http(
             accepted = gate.accept() => accepted,
         };
         let service = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        // Watched from here, so the shutdown waits for a handshake too.
+        let watcher = graceful.watcher();
+        let (builder, tls) = (builder.clone(), tls.clone());
         tokio::spawn(async move {
-            if let Err(error) = conn.await {
+            let served = match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(tls) => {
+                    let Ok(io) = tls.accept(io).await else {
+                        return;
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!(error = %error, "http connection ended with an error");
             }
         });

@@ -34,6 +34,7 @@
 //! - [`query`]: reads of counters, windows, leaderboards, recent events, stats.
 //! - [`connection`]: accepted connections on both listeners: how many at
 //!   once, the idle timeout, and the HTTP accept loop (header read timeout).
+//! - [`tls`]: TLS on both listeners, the certificate hot-reloaded.
 //! - [`grpc`], [`http`]: the transports; [`openapi`]: the HTTP API's OpenAPI
 //!   document, derived from the handlers of [`http`], and its page at `/docs`.
 //! - [`health`], [`metrics`], [`reload`]: readiness, Prometheus, config hot reload.
@@ -63,6 +64,7 @@ pub mod recent;
 pub mod reload;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod validate;
 
 pub use error::{Error, Result};

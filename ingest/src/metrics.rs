@@ -165,6 +165,15 @@ impl Metrics {
         }
     }
 
+    /// Registers a metric defined elsewhere (e.g. only when a feature is
+    /// on), returning it.
+    pub fn register<C: prometheus::core::Collector + Clone + 'static>(&self, metric: C) -> C {
+        self.registry
+            .register(Box::new(metric.clone()))
+            .expect("unique metric");
+        metric
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

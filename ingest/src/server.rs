@@ -48,6 +48,7 @@ use crate::metrics::Metrics;
 use crate::query::{Query, RateTracker};
 use crate::queue::Queue;
 use crate::store::Store;
+use crate::tls::{self, ServerTls, Tls};
 use crate::{Error, Result, reload};
 
 /// The bound sockets; binding first lets tests use port 0.
@@ -101,7 +102,8 @@ pub async fn run(
 ) -> Result<()> {
     let addrs = listeners.local_addrs()?;
     let shared = Shared::build(&args)?;
-    let background = Background::spawn(&args, &shared);
+    let tls = ServerTls::load(&args.tls, &shared.metrics).await?;
+    let background = Background::spawn(&args, &shared, tls.clone());
     let (intake, query, flusher) = start_pipeline(&args, &shared);
 
     // The listeners stay open while draining, so new calls get an explicit
@@ -114,11 +116,20 @@ pub async fn run(
         listeners.grpc,
         intake.clone(),
         query.clone(),
+        tls.as_ref().map(|t| t.grpc.clone()),
         &shutdown,
         &stop_servers,
     )
     .await?;
-    let http = http_server(&args, listeners.http, intake.clone(), query, &stop_servers);
+    let http_tls = tls.map(|t| t.http);
+    let http = http_server(
+        &args,
+        listeners.http,
+        intake.clone(),
+        query,
+        http_tls,
+        &stop_servers,
+    );
 
     // Readiness goes false the moment shutdown starts; the servers stop once
     // the drain is done (or its time is up).
@@ -130,7 +141,7 @@ pub async fn run(
         args.shutdown_timeout(),
     ));
 
-    tracing::info!(grpc = %addrs.grpc, http = %addrs.http, pipeline = %args.pipeline, "telemetry-ingest serving");
+    tracing::info!(grpc = %addrs.grpc, http = %addrs.http, pipeline = %args.pipeline, tls = args.tls.tls_cert_file.is_some(), "telemetry-ingest serving");
     let served = serve(grpc, http, &shutdown, &stop_servers).await;
     // The servers are done; with them the last queue sender is gone, so the
     // flusher finishes once everything queued is stored and answered.
@@ -172,14 +183,14 @@ impl Shared {
 }
 
 /// The tasks that live until the drain is over: the Redis probe, the config
-/// file watcher and the rate sampler.
+/// file watcher, the TLS files watcher and the rate sampler.
 struct Background {
     stop: CancellationToken,
     tasks: TaskTracker,
 }
 
 impl Background {
-    fn spawn(args: &IngestArgs, shared: &Shared) -> Background {
+    fn spawn(args: &IngestArgs, shared: &Shared, tls: Option<ServerTls>) -> Background {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(health::probe(
@@ -196,6 +207,10 @@ impl Background {
                 shared.metrics.clone(),
                 stop.clone(),
             ));
+        }
+        if let Some(tls) = tls {
+            let interval = Duration::from_millis(args.config_poll_ms.max(10));
+            tasks.spawn(tls.watch_files(interval, stop.clone()));
         }
         tasks.spawn(sample_rate(
             shared.rate.clone(),
@@ -259,6 +274,7 @@ async fn grpc_server(
     listener: TcpListener,
     intake: Arc<Intake>,
     query: Query,
+    tls: Option<Tls>,
     shutdown: &CancellationToken,
     stop: &CancellationToken,
 ) -> Result<(
@@ -297,7 +313,7 @@ async fn grpc_server(
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
         )
         .add_service(TelemetryQueryServer::new(QueryService::new(query)))
-        .serve_with_incoming_shutdown(gate.incoming(), stop.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(tls::incoming(gate, tls), stop.clone().cancelled_owned());
     Ok((server, health_reporter))
 }
 
@@ -307,6 +323,7 @@ fn http_server(
     listener: TcpListener,
     intake: Arc<Intake>,
     query: Query,
+    tls: Option<Tls>,
     stop: &CancellationToken,
 ) -> impl Future<Output = std::io::Result<()>> + Send + use<> {
     let limits = &args.connections;
@@ -317,7 +334,13 @@ fn http_server(
         max_body_bytes: limits.http_max_body_bytes,
     });
     let gate = Gate::new(listener, limits.max_connections, limits.idle_timeout());
-    let served = connection::serve_http(gate, app, limits.http_header_read_timeout(), stop.clone());
+    let served = connection::serve_http(
+        gate,
+        app,
+        limits.http_header_read_timeout(),
+        tls,
+        stop.clone(),
+    );
     async move {
         served.await;
         Ok(())

@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<ExitCode> {
 
     let targets: Vec<Target> = targets
         .into_iter()
-        .map(|(name, addr)| Target::pod(name, addr.ip(), addr.port()))
+        .map(|(name, addr)| Target::pod(name, addr.ip(), addr.port(), false))
         .collect();
     let scraper = Scraper::new(DEFAULT_PARALLELISM)?;
     let mut ticks = Vec::with_capacity(TICKS);

@@ -14,6 +14,7 @@
 //! - [`network`]: `spec.networkPolicy`, who may reach Redis and ingest.
 //! - [`limits`]: `spec.ingest.limits`, the connection, stream and size
 //!   limits of the ingest pods.
+//! - [`tls`]: `spec.ingest.tls`, the Secret the ingest pods serve TLS with.
 //! - this file: the root spec, the status, and the generated definition.
 
 pub mod autoscaling;
@@ -22,6 +23,7 @@ pub mod ingest;
 pub mod limits;
 pub mod network;
 pub mod redis;
+pub mod tls;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -36,6 +38,7 @@ pub use ingest::IngestSpec;
 pub use limits::IngestLimits;
 pub use network::NetworkPolicySpec;
 pub use redis::RedisSpec;
+pub use tls::{IngestTls, TlsSecretRef};
 
 /// API group of the custom resource.
 pub const GROUP: &str = "telemetrypipeline.io";

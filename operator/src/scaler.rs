@@ -173,10 +173,11 @@ impl Scaler {
             .items;
 
         let port = u16::try_from(tp.spec.ingest.ports.http).unwrap_or(8000);
+        let tls = tp.spec.ingest.tls.is_some();
         let targets: Vec<Target> = pods
             .iter()
             .filter_map(|p| match scrape::classify(p) {
-                PodClass::Running { ip } => Some(Target::pod(p.name_any(), ip, port)),
+                PodClass::Running { ip } => Some(Target::pod(p.name_any(), ip, port, tls)),
                 _ => None,
             })
             .collect();

@@ -40,8 +40,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 pub use conditions::{DEGRADED, INGEST_READY, PAUSED, PROGRESSING, READY, REDIS_READY};
 pub use events::{Notice, transition_events};
 pub use observed::{
-    EXTERNAL_CA_FIELD, EXTERNAL_PASSWORD_FIELD, Observed, Problem, SecretRef, SecretState,
-    secret_problem,
+    EXTERNAL_CA_FIELD, EXTERNAL_PASSWORD_FIELD, INGEST_TLS_FIELD, Observed, Problem, SecretRef,
+    SecretState, secret_problem,
 };
 pub use pod::READINESS_GRACE;
 

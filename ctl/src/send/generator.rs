@@ -290,6 +290,7 @@ mod tests {
         SendArgs {
             grpc: None,
             http: None,
+            ca: None,
             n: 0,
             devices,
             users,

@@ -11,3 +11,4 @@ mod redis_tls;
 mod soak;
 mod startup;
 mod support;
+mod tls;

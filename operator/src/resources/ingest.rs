@@ -42,6 +42,12 @@ pub const CONTAINER: &str = "ingest";
 pub const REDIS_CA_DIR: &str = "/etc/telemetry-redis-ca";
 /// The CA file's name in [`REDIS_CA_DIR`].
 pub const REDIS_CA_FILE: &str = "ca.crt";
+/// Label on the ingest pods that serve TLS (value `true`), so a scraper
+/// such as the chart's PodMonitor picks https for them.
+pub const TLS_LABEL: &str = "telemetrypipeline.io/tls";
+/// Where the ingest TLS Secret (`spec.ingest.tls`) is mounted: a directory,
+/// so the kubelet refreshes it and the pods reload it without a restart.
+pub const TLS_DIR: &str = "/etc/telemetry-tls";
 
 /// The value of `--pipeline` (the Redis key prefix): `<namespace>/<name>`, so
 /// two pipelines sharing an external Redis never share keys.
@@ -161,10 +167,20 @@ pub fn deployment(
         ));
     }
 
+    let tls = spec.tls.as_ref();
+    if tls.is_some() {
+        env_vars.push(env("TELEMETRY_TLS_CERT_FILE", format!("{TLS_DIR}/tls.crt")));
+        env_vars.push(env("TELEMETRY_TLS_KEY_FILE", format!("{TLS_DIR}/tls.key")));
+    }
+
+    // With TLS the HTTP port takes only https; the kubelet's https probes do
+    // not verify the certificate.
+    let scheme = tls.map(|_| "HTTPS".to_string());
     let http_probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
             port: IntOrString::String("http".to_string()),
+            scheme: scheme.clone(),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -204,6 +220,30 @@ pub fn deployment(
                     path: REDIS_CA_FILE.to_string(),
                     mode: None,
                 }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+
+    // The two keys under fixed names, read-only. No version of the Secret
+    // goes into the pod template: a renewed certificate is reloaded by the
+    // running pods, not rolled out.
+    if let Some(tls) = tls {
+        volume_mounts.push(mount("tls", TLS_DIR, true));
+        volumes.push(Volume {
+            name: "tls".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_ref.name.clone()),
+                items: Some(
+                    ["tls.crt", "tls.key"]
+                        .map(|key| KeyToPath {
+                            key: key.to_string(),
+                            path: key.to_string(),
+                            mode: None,
+                        })
+                        .to_vec(),
+                ),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
@@ -257,6 +297,9 @@ pub fn deployment(
     // selector must keep matching).
     let mut pod_labels = spec.pod_labels.clone();
     pod_labels.extend(labels(tp, Component::Ingest));
+    if tls.is_some() {
+        pod_labels.insert(TLS_LABEL.to_string(), "true".to_string());
+    }
     let mut pod_annotations = spec.pod_annotations.clone();
     pod_annotations.insert(
         "kubectl.kubernetes.io/default-container".to_string(),
@@ -330,7 +373,13 @@ pub fn service(tp: &TelemetryPipeline) -> Service {
                     port: ports.grpc,
                     target_port: Some(IntOrString::String("grpc".to_string())),
                     protocol: Some("TCP".to_string()),
-                    app_protocol: Some("kubernetes.io/h2c".to_string()),
+                    // HTTP/2 in clear text; with TLS, left to the client.
+                    app_protocol: tp
+                        .spec
+                        .ingest
+                        .tls
+                        .is_none()
+                        .then(|| "kubernetes.io/h2c".to_string()),
                     node_port: node_ports.grpc,
                 },
                 ServicePort {
@@ -797,5 +846,77 @@ mod tests {
             selector_string(&tp),
             "app.kubernetes.io/instance=pipe,app.kubernetes.io/name=telemetry-ingest"
         );
+    }
+
+    #[test]
+    fn with_tls_the_secret_is_mounted_the_flags_point_at_it_and_probes_use_https() {
+        let plain = deployment(&TelemetryPipeline::test(), IMAGE, Some(1));
+        let plain_env = env_of(&plain);
+        assert!(!plain_env.contains_key("TELEMETRY_TLS_CERT_FILE"));
+        let c = &pod(&plain).containers[0];
+        let scheme = |p: &Option<Probe>| p.clone().unwrap().http_get.unwrap().scheme;
+        assert_eq!(scheme(&c.readiness_probe), None, "plain: HTTP probes");
+
+        let mut tp = TelemetryPipeline::test();
+        tp.spec.ingest.tls = Some(crate::crd::IngestTls {
+            secret_ref: crate::crd::TlsSecretRef {
+                name: "ingest-tls".into(),
+            },
+        });
+        let d = deployment(&tp, IMAGE, Some(1));
+        let env = env_of(&d);
+        assert_eq!(
+            value(&env, "TELEMETRY_TLS_CERT_FILE"),
+            "/etc/telemetry-tls/tls.crt"
+        );
+        assert_eq!(
+            value(&env, "TELEMETRY_TLS_KEY_FILE"),
+            "/etc/telemetry-tls/tls.key"
+        );
+        let p = pod(&d);
+        let c = &p.containers[0];
+        let m = c
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == "tls")
+            .expect("the tls mount");
+        assert_eq!(
+            (m.mount_path.as_str(), m.read_only, m.sub_path),
+            ("/etc/telemetry-tls", Some(true), None),
+            "a read-only directory (no subPath), so the kubelet refreshes it"
+        );
+        let v = p
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "tls")
+            .expect("the tls volume");
+        let secret = v.secret.unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("ingest-tls"));
+        let items: Vec<_> = secret
+            .items
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.key, i.path))
+            .collect();
+        assert_eq!(
+            items,
+            [
+                ("tls.crt".to_string(), "tls.crt".to_string()),
+                ("tls.key".to_string(), "tls.key".to_string())
+            ]
+        );
+        assert_eq!(scheme(&c.readiness_probe).as_deref(), Some("HTTPS"));
+        assert_eq!(scheme(&c.liveness_probe).as_deref(), Some("HTTPS"));
+        let meta = |d: &Deployment| d.spec.as_ref().unwrap().template.metadata.clone().unwrap();
+        assert_eq!(
+            meta(&d).annotations,
+            meta(&plain).annotations,
+            "no Secret version in the pod template: rotation is a reload, not a rollout"
+        );
+        assert_eq!(meta(&d).labels.unwrap()[TLS_LABEL], "true");
+        assert!(!meta(&plain).labels.unwrap().contains_key(TLS_LABEL));
     }
 }

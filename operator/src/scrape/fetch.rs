@@ -28,16 +28,19 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub struct Target {
     /// The pod's name (the key of the [`SampleCache`](super::SampleCache)).
     pub name: String,
-    /// `http://<podIP>:<httpPort>/metrics`.
+    /// `http://<podIP>:<httpPort>/metrics`, or `https://` when the pod
+    /// serves TLS.
     pub url: String,
 }
 
 impl Target {
-    /// The target for pod `name` serving HTTP at `ip:port` (IPv6 bracketed).
-    pub fn pod(name: impl Into<String>, ip: std::net::IpAddr, port: u16) -> Self {
+    /// The target for pod `name` serving HTTP at `ip:port` (IPv6
+    /// bracketed), over TLS when `tls`.
+    pub fn pod(name: impl Into<String>, ip: std::net::IpAddr, port: u16, tls: bool) -> Self {
+        let scheme = if tls { "https" } else { "http" };
         Self {
             name: name.into(),
-            url: format!("http://{}/metrics", std::net::SocketAddr::new(ip, port)),
+            url: format!("{scheme}://{}/metrics", std::net::SocketAddr::new(ip, port)),
         }
     }
 }
@@ -59,6 +62,12 @@ impl Scraper {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(1)
+            // A pod serving TLS (`spec.ingest.tls`) is scraped over https
+            // without verifying its certificate: the scrape sends no
+            // credential and reads only the public /metrics, and the pod
+            // is reached by the IP the API server lists for it, which no
+            // certificate names (docs/tls.md).
+            .danger_accept_invalid_certs(true)
             .build()
             .map_err(Error::HttpClient)?;
         Ok(Self {
@@ -183,7 +192,7 @@ mod tests {
     }
 
     fn target(name: &str, addr: SocketAddr) -> Target {
-        Target::pod(name, addr.ip(), addr.port())
+        Target::pod(name, addr.ip(), addr.port(), false)
     }
 
     /// Scrapes one target with `scraper` and returns its result.
@@ -201,9 +210,9 @@ mod tests {
 
     #[test]
     fn targets_point_at_the_pods_metrics_path_with_ipv6_bracketed() {
-        let t = Target::pod("p", "10.0.0.7".parse().unwrap(), 8000);
+        let t = Target::pod("p", "10.0.0.7".parse().unwrap(), 8000, false);
         assert_eq!(t.url, "http://10.0.0.7:8000/metrics");
-        let t = Target::pod("p", "fd00::7".parse().unwrap(), 8000);
+        let t = Target::pod("p", "fd00::7".parse().unwrap(), 8000, false);
         assert_eq!(t.url, "http://[fd00::7]:8000/metrics");
     }
 
@@ -498,6 +507,62 @@ mod tests {
         assert!(
             reading.flush_script_seconds_sum.is_some_and(|s| s > 0.0),
             "{reading:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pod_serving_tls_is_scraped_over_https_whatever_names_its_certificate() {
+        let bin = ingest_binary();
+        let dir = tempfile::tempdir().unwrap();
+        // A certificate for a name only, as a real one is: the pod IP the
+        // scraper dials is not in it.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["ingest.example".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let _ingest = Process(
+            Command::new(&bin)
+                .arg(format!("--grpc-listen=127.0.0.1:{}", free_port()))
+                .arg(format!("--http-listen={http}"))
+                // No Redis: /metrics answers all the same.
+                .arg(format!("--redis-url=redis://127.0.0.1:{}", free_port()))
+                .arg("--pipeline=scrape-tls-test")
+                .arg("--worker-threads=1")
+                .arg("--tls-cert-file")
+                .arg(&cert_file)
+                .arg("--tls-key-file")
+                .arg(&key_file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let scraper = scraper();
+        let target = Target::pod("ingest-0", http.ip(), http.port(), true);
+        assert_eq!(target.url, format!("https://{http}/metrics"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let reading = loop {
+            match scrape_one(&scraper, target.clone()).await {
+                Ok(reading) => break reading,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "no https scrape in 30 s: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        assert!(
+            reading.queue_capacity.is_some_and(|c| c > 0.0),
+            "{reading:?}"
+        );
+        let plain = Target::pod("ingest-0", http.ip(), http.port(), false);
+        assert!(
+            scrape_one(&scraper, plain).await.is_err(),
+            "the TLS port takes no plain http"
         );
     }
 }

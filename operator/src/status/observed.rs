@@ -11,6 +11,8 @@ use crate::crd::TelemetryPipeline;
 pub const EXTERNAL_PASSWORD_FIELD: &str = "spec.redis.external.passwordSecretRef";
 /// The spec field that names an external Redis' CA Secret.
 pub const EXTERNAL_CA_FIELD: &str = "spec.redis.external.tls.caSecretRef";
+/// The spec field that names the ingest pods' TLS Secret.
+pub const INGEST_TLS_FIELD: &str = "spec.ingest.tls.secretRef";
 
 /// A problem the reconcile ran into that the user must fix (it is not retried
 /// in a hot loop), reported as `Degraded=True` with this reason and message.
@@ -33,12 +35,34 @@ pub struct SecretRef {
     pub key: String,
     /// What that key must hold, e.g. `the Redis password`.
     pub holds: &'static str,
+    /// The start of the Degraded reason when it is missing, e.g.
+    /// `RedisSecret` (`RedisSecretMissing`, `RedisSecretKeyMissing`).
+    pub reason: &'static str,
 }
 
 impl SecretRef {
     /// The Secrets `tp` refers to: an external Redis' password Secret and
-    /// CA Secret.
+    /// CA Secret, and the ingest pods' TLS Secret (its two keys).
     pub fn all_of(tp: &TelemetryPipeline) -> Vec<SecretRef> {
+        let mut refs = Self::redis(tp);
+        if let Some(tls) = &tp.spec.ingest.tls {
+            for (key, holds) in [
+                ("tls.crt", "the PEM certificate chain of the ingest pods"),
+                ("tls.key", "the PEM private key of that certificate"),
+            ] {
+                refs.push(SecretRef {
+                    field: INGEST_TLS_FIELD,
+                    name: tls.secret_ref.name.clone(),
+                    key: key.to_string(),
+                    holds,
+                    reason: "TlsSecret",
+                });
+            }
+        }
+        refs
+    }
+
+    fn redis(tp: &TelemetryPipeline) -> Vec<SecretRef> {
         let Some(ext) = tp.spec.redis.external.as_ref() else {
             return Vec::new();
         };
@@ -47,12 +71,14 @@ impl SecretRef {
             name: r.name.clone(),
             key: r.key.clone(),
             holds: "the Redis password",
+            reason: "RedisSecret",
         });
         let ca = ext.tls.as_ref().map(|tls| SecretRef {
             field: EXTERNAL_CA_FIELD,
             name: tls.ca_secret_ref.name.clone(),
             key: tls.ca_secret_ref.key.clone(),
             holds: "the PEM CA certificate of the Redis",
+            reason: "RedisSecret",
         });
         password.into_iter().chain(ca).collect()
     }
@@ -92,14 +118,14 @@ pub fn secret_problem(secrets: &[(SecretRef, SecretState)]) -> Option<Problem> {
     secrets.iter().find_map(|(r, state)| match state {
         SecretState::Present => None,
         SecretState::Missing => Some(Problem {
-            reason: "RedisSecretMissing".into(),
+            reason: format!("{}Missing", r.reason),
             message: format!(
                 "Secret {:?} named in {} does not exist: create it with {} under key {:?}; the ingest pods start once it exists",
                 r.name, r.field, r.holds, r.key
             ),
         }),
         SecretState::KeyMissing => Some(Problem {
-            reason: "RedisSecretKeyMissing".into(),
+            reason: format!("{}KeyMissing", r.reason),
             message: format!(
                 "Secret {:?} named in {} has no key {:?}: add {} under that key; the ingest pods start once it exists",
                 r.name, r.field, r.key, r.holds
@@ -125,6 +151,7 @@ mod tests {
                 name: "creds".into(),
                 key: "password".into(),
                 holds: "the Redis password",
+                reason: "RedisSecret",
             }]
         );
         let stuck = pod(
@@ -216,5 +243,43 @@ mod tests {
         ] {
             assert!(p.message.contains(part), "{}", p.message);
         }
+    }
+
+    #[test]
+    fn a_missing_ingest_tls_secret_is_named_with_its_field_and_keys() {
+        let mut tp = TelemetryPipeline::test();
+        tp.spec.ingest.tls = Some(crate::crd::IngestTls {
+            secret_ref: crate::crd::TlsSecretRef {
+                name: "ingest-tls".into(),
+            },
+        });
+        let refs = SecretRef::all_of(&tp);
+        assert_eq!(
+            refs.iter()
+                .map(|r| (r.field, r.name.as_str(), r.key.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (INGEST_TLS_FIELD, "ingest-tls", "tls.crt"),
+                (INGEST_TLS_FIELD, "ingest-tls", "tls.key"),
+            ]
+        );
+        let missing = vec![
+            (refs[0].clone(), SecretState::Missing),
+            (refs[1].clone(), SecretState::Missing),
+        ];
+        let p = secret_problem(&missing).expect("a problem");
+        assert_eq!(p.reason, "TlsSecretMissing");
+        assert!(
+            p.message.contains("\"ingest-tls\"") && p.message.contains(INGEST_TLS_FIELD),
+            "{}",
+            p.message
+        );
+        let no_key = vec![
+            (refs[0].clone(), SecretState::Present),
+            (refs[1].clone(), SecretState::KeyMissing),
+        ];
+        let p = secret_problem(&no_key).expect("a problem");
+        assert_eq!(p.reason, "TlsSecretKeyMissing");
+        assert!(p.message.contains("\"tls.key\""), "{}", p.message);
     }
 }

@@ -15,6 +15,7 @@ mod monitoring;
 mod network;
 mod rotation;
 mod support;
+mod tls;
 
 use std::time::Duration;
 

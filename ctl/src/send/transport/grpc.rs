@@ -5,6 +5,8 @@
 //! those bytes as they are (`RawCodec` does not re-encode); a batch is
 //! only framed as the `packets` field of a `PacketBatch`.
 
+use std::path::Path;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use telemetry_proto::v1::Ack;
@@ -32,18 +34,36 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn connect(url: &str, mode: GrpcMode) -> Result<Self> {
-        let channel = Channel::from_shared(url.to_string())
-            .map_err(|source| Error::GrpcUrl {
-                url: url.to_string(),
-                source,
-            })?
-            .connect()
-            .await
-            .map_err(|source| Error::Connect {
+    /// Connects; an `https://` URL with TLS, verified against `ca` (or the
+    /// system store).
+    pub async fn connect(url: &str, mode: GrpcMode, ca: Option<&Path>) -> Result<Self> {
+        let mut endpoint =
+            Channel::from_shared(url.to_string()).map_err(|source| Error::GrpcUrl {
                 url: url.to_string(),
                 source,
             })?;
+        if crate::tls::is_https(url) {
+            endpoint = endpoint
+                .tls_config(crate::tls::grpc_config(ca)?)
+                .map_err(|source| Error::Connect {
+                    url: url.to_string(),
+                    source,
+                })?;
+        }
+        let channel =
+            endpoint
+                .connect()
+                .await
+                .map_err(|source| match crate::tls::untrusted(&source) {
+                    Some(detail) => Error::Untrusted {
+                        url: url.to_string(),
+                        detail,
+                    },
+                    None => Error::Connect {
+                        url: url.to_string(),
+                        source,
+                    },
+                })?;
         let grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Client { grpc, mode })
     }

@@ -4,6 +4,8 @@
 //! The generator's events are already JSON objects, so the body is only
 //! their concatenation inside `[` `]`.
 
+use std::path::Path;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
@@ -11,6 +13,7 @@ use telemetry_proto::json::AckJson;
 
 use super::Failure;
 use crate::send::report::Tally;
+use crate::{Error, Result};
 
 /// An HTTP client for one base URL.
 #[derive(Clone)]
@@ -28,6 +31,30 @@ impl Client {
         }
     }
 
+    /// A client for `base`; for an `https://` one, verifying the server
+    /// against `ca` (or the system store), and checked at once with a
+    /// `GET /healthz` so an untrusted certificate is an error here (a
+    /// server not up yet is left to the calls' retries).
+    pub async fn connect(base: &str, ca: Option<&Path>) -> Result<Self> {
+        if !crate::tls::is_https(base) {
+            return Ok(Client::new(base));
+        }
+        let client = crate::tls::http_client(ca)?;
+        let healthz = format!("{}/healthz", base.trim_end_matches('/'));
+        if let Err(error) = client.get(&healthz).send().await
+            && let Some(detail) = crate::tls::untrusted(&error)
+        {
+            return Err(Error::Untrusted {
+                url: base.to_string(),
+                detail,
+            });
+        }
+        Ok(Client {
+            client,
+            url: format!("{}/api/v1/events/batch", base.trim_end_matches('/')),
+        })
+    }
+
     /// One attempt: the whole call's tally, or how far it got.
     pub async fn send(&self, events: &[Bytes]) -> Result<Tally, Failure> {
         let response = self
@@ -37,9 +64,14 @@ impl Client {
             .body(json_array(events))
             .send()
             .await
-            .map_err(|e| Failure::Retryable {
-                settled: Tally::default(),
-                message: e.to_string(),
+            .map_err(|e| match crate::tls::untrusted(&e) {
+                Some(detail) => Failure::Fatal {
+                    message: format!("the server's certificate is not trusted ({detail}); give the CA that signed it with --ca"),
+                },
+                None => Failure::Retryable {
+                    settled: Tally::default(),
+                    message: e.to_string(),
+                },
             })?;
         let status = response.status();
         let settled = settled(response.headers());
