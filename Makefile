@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build demo demo-stop demo-cluster demo-cluster-stop images test lint fmt crds bench bench-autoscaler testenv-up testenv-down
+.PHONY: setup build demo demo-stop demo-cluster demo-cluster-stop images test lint audit fmt crds bench bench-autoscaler testenv-up testenv-down
 
 setup:
 	@scripts/setup
@@ -35,9 +35,17 @@ images:
 test: setup
 	@scripts/test
 
-lint:
+## Formatting, clippy, and the dependency graph's licenses, duplicate versions
+## and sources against deny.toml (docs/supply-chain.md). CI runs it.
+lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) deny --locked check licenses bans sources
+
+## Known vulnerabilities (RustSec). Needs github.com, to fetch the advisory
+## database, so it is not part of `lint` or CI (docs/supply-chain.md).
+audit: setup
+	$(CARGO) deny --locked check advisories
 
 fmt:
 	$(CARGO) fmt --all
