@@ -37,14 +37,16 @@ test: setup
 
 ## Formatting, clippy, and the dependency graph's licenses, duplicate versions
 ## and sources against deny.toml (docs/supply-chain.md). CI runs it.
-lint: setup
+lint:
+	@scripts/cargo-tools cargo-deny
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) deny --locked check licenses bans sources
 
 ## Known vulnerabilities (RustSec). Needs github.com, to fetch the advisory
 ## database, so it is not part of `lint` or CI (docs/supply-chain.md).
-audit: setup
+audit:
+	@scripts/cargo-tools cargo-deny
 	$(CARGO) deny --locked check advisories
 
 fmt:
