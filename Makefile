@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build demo demo-stop demo-cluster demo-cluster-stop images test lint fmt crds bench bench-autoscaler soak testenv-up testenv-down
+.PHONY: setup build demo demo-stop demo-cluster demo-cluster-stop images test lint audit fmt crds bench bench-autoscaler soak testenv-up testenv-down
 
 setup:
 	@scripts/setup
@@ -35,9 +35,19 @@ images:
 test: setup
 	@scripts/test
 
+## Formatting, clippy, and the dependency graph's licenses, duplicate versions
+## and sources against deny.toml (docs/supply-chain.md). CI runs it.
 lint:
+	@scripts/cargo-tools cargo-deny
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) deny --locked check licenses bans sources
+
+## Known vulnerabilities (RustSec). Needs github.com, to fetch the advisory
+## database, so it is not part of `lint` or CI (docs/supply-chain.md).
+audit:
+	@scripts/cargo-tools cargo-deny
+	$(CARGO) deny --locked check advisories
 
 fmt:
 	$(CARGO) fmt --all
