@@ -20,9 +20,11 @@
 //!   failures), [`send::report`] (tallies, totals, the summary).
 //! - [`query`]: the query commands over the HTTP API.
 //! - [`output`]: tables, JSON and the window chart (pure).
+//! - [`credential`]: the API key sent (`--api-key`), and `key new`.
 //! - [`error`]: what can fail.
 
 pub mod cli;
+pub mod credential;
 pub mod error;
 pub mod output;
 pub mod query;
@@ -30,7 +32,7 @@ pub mod send;
 
 pub use error::{Error, Result};
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, KeyCommand};
 
 /// Runs a command; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
@@ -42,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Window(a) => query::window(&a).await?,
         Command::Recent(a) => query::recent(&a).await?,
         Command::Stats(t) => query::stats(&t).await?,
+        Command::Key(KeyCommand::New(a)) => credential::new_key(&a)?,
     }
     Ok(0)
 }

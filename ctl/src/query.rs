@@ -9,37 +9,37 @@ use crate::output;
 use crate::{Error, Result};
 
 pub async fn devices(a: &DevicesArgs) -> Result<()> {
-    let rows: Vec<DeviceCount> = get_json(&devices_url(a)).await?;
+    let rows: Vec<DeviceCount> = get_json(&devices_url(a), &a.target).await?;
     output::print(&a.target, &rows, || output::devices_table(&rows));
     Ok(())
 }
 
 pub async fn counter(a: &CounterArgs) -> Result<()> {
-    let c: Counters = get_json(&counter_url(a)).await?;
+    let c: Counters = get_json(&counter_url(a), &a.target).await?;
     output::print(&a.target, &c, || output::counters_table(&c));
     Ok(())
 }
 
 pub async fn leaderboard(a: &LeaderboardArgs) -> Result<()> {
-    let l: Leaderboard = get_json(&leaderboard_url(a)).await?;
+    let l: Leaderboard = get_json(&leaderboard_url(a), &a.target).await?;
     output::print(&a.target, &l, || output::leaderboard_table(&l));
     Ok(())
 }
 
 pub async fn window(a: &WindowArgs) -> Result<()> {
-    let w: Window = get_json(&window_url(a)).await?;
+    let w: Window = get_json(&window_url(a), &a.target).await?;
     output::print(&a.target, &w, || output::window_chart(&w, a.sum));
     Ok(())
 }
 
 pub async fn recent(a: &RecentArgs) -> Result<()> {
-    let events: Vec<EventJson> = get_json(&recent_url(a)).await?;
+    let events: Vec<EventJson> = get_json(&recent_url(a), &a.target).await?;
     output::print(&a.target, &events, || output::recent_table(&events));
     Ok(())
 }
 
 pub async fn stats(t: &QueryTarget) -> Result<()> {
-    let s: Stats = get_json(&format!("{}/api/v1/stats", t.http)).await?;
+    let s: Stats = get_json(&format!("{}/api/v1/stats", t.http), t).await?;
     output::print(t, &s, || output::stats_table(&s));
     Ok(())
 }
@@ -89,8 +89,12 @@ fn recent_url(a: &RecentArgs) -> String {
     url
 }
 
-async fn get_json<T: DeserializeOwned>(url: &str) -> Result<T> {
-    let response = reqwest::get(url).await.map_err(|cause| Error::Request {
+async fn get_json<T: DeserializeOwned>(url: &str, target: &QueryTarget) -> Result<T> {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(key) = &target.api_key {
+        request = request.header(reqwest::header::AUTHORIZATION, key.bearer());
+    }
+    let response = request.send().await.map_err(|cause| Error::Request {
         url: url.to_string(),
         cause,
     })?;
@@ -124,6 +128,7 @@ mod tests {
     fn target() -> QueryTarget {
         QueryTarget {
             http: "http://h:8000".into(),
+            api_key: None,
             json: false,
         }
     }

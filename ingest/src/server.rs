@@ -32,10 +32,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::aggregate::Settings;
+use crate::auth::{Auth, KeyStore, Scope, grpc::Guard};
 use crate::config::IngestArgs;
 use crate::connection::{self, Gate};
 use crate::flush::{self, FlushOptions};
@@ -109,16 +111,21 @@ pub async fn run(
     // connection; they close once running calls are answered and the queue
     // is empty.
     let stop_servers = CancellationToken::new();
+    let auth = shared.keys.as_ref().map(|k| k.auth.clone());
     let (grpc, health_reporter) = grpc_server(
         &args,
         listeners.grpc,
-        intake.clone(),
-        query.clone(),
+        (intake.clone(), query.clone(), auth.clone()),
         &shutdown,
         &stop_servers,
     )
     .await?;
-    let http = http_server(&args, listeners.http, intake.clone(), query, &stop_servers);
+    let http = http_server(
+        &args,
+        listeners.http,
+        (intake.clone(), query, auth),
+        &stop_servers,
+    );
 
     // Readiness goes false the moment shutdown starts; the servers stop once
     // the drain is done (or its time is up).
@@ -150,6 +157,8 @@ struct Shared {
     /// The config file as loaded, which a reload compares against.
     config_text: Option<String>,
     rate: Arc<RateTracker>,
+    /// The API keys, when `--api-keys-file` is given.
+    keys: Option<KeyStore>,
 }
 
 impl Shared {
@@ -159,7 +168,12 @@ impl Shared {
         let (settings_tx, settings) = watch::channel(Arc::new(settings));
         let store = Store::open(&args.redis, Keys::new(&args.pipeline))?;
         let health = Health::new(metrics.clone());
+        let keys = match &args.api_keys_file {
+            Some(path) => Some(KeyStore::load(path, metrics.auth.clone())?),
+            None => None,
+        };
         Ok(Shared {
+            keys,
             metrics,
             store,
             health,
@@ -194,6 +208,12 @@ impl Background {
                 shared.settings_tx.clone(),
                 Duration::from_millis(args.config_poll_ms.max(10)),
                 shared.metrics.clone(),
+                stop.clone(),
+            ));
+        }
+        if let Some(keys) = &shared.keys {
+            tasks.spawn(keys.watch(
+                Duration::from_millis(args.config_poll_ms.max(10)),
                 stop.clone(),
             ));
         }
@@ -257,8 +277,7 @@ fn start_pipeline(args: &IngestArgs, shared: &Shared) -> (Arc<Intake>, Query, Jo
 async fn grpc_server(
     args: &IngestArgs,
     listener: TcpListener,
-    intake: Arc<Intake>,
-    query: Query,
+    (intake, query, auth): (Arc<Intake>, Query, Option<Auth>),
     shutdown: &CancellationToken,
     stop: &CancellationToken,
 ) -> Result<(
@@ -291,12 +310,16 @@ async fn grpc_server(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(
+        .add_service(InterceptedService::new(
             TelemetryIngestServer::new(ingest)
                 .max_decoding_message_size(limits.grpc_max_message_bytes)
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
-        )
-        .add_service(TelemetryQueryServer::new(QueryService::new(query)))
+            Guard::new(auth.clone(), Scope::Write),
+        ))
+        .add_service(InterceptedService::new(
+            TelemetryQueryServer::new(QueryService::new(query)),
+            Guard::new(auth, Scope::Read),
+        ))
         .serve_with_incoming_shutdown(gate.incoming(), stop.clone().cancelled_owned());
     Ok((server, health_reporter))
 }
@@ -305,14 +328,14 @@ async fn grpc_server(
 fn http_server(
     args: &IngestArgs,
     listener: TcpListener,
-    intake: Arc<Intake>,
-    query: Query,
+    (intake, query, auth): (Arc<Intake>, Query, Option<Auth>),
     stop: &CancellationToken,
 ) -> impl Future<Output = std::io::Result<()>> + Send + use<> {
     let limits = &args.connections;
     let app = http::router(AppState {
         intake,
         query,
+        auth,
         max_batch: args.limits.max_http_batch,
         max_body_bytes: limits.http_max_body_bytes,
     });

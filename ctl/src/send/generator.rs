@@ -290,6 +290,7 @@ mod tests {
         SendArgs {
             grpc: None,
             http: None,
+            api_key: None,
             n: 0,
             devices,
             users,

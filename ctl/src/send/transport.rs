@@ -43,9 +43,12 @@ impl Transport {
     pub async fn connect(args: &SendArgs) -> Result<Self> {
         match (&args.grpc, &args.http) {
             (Some(url), _) => Ok(Transport::Grpc(
-                grpc::Client::connect(url, args.grpc_mode).await?,
+                grpc::Client::connect(url, args.grpc_mode, args.api_key.as_ref()).await?,
             )),
-            (None, Some(url)) => Ok(Transport::Http(http::Client::new(url))),
+            (None, Some(url)) => Ok(Transport::Http(http::Client::new(
+                url,
+                args.api_key.as_ref(),
+            ))),
             (None, None) => Err(Error::InvalidFlag("give --grpc or --http".into())),
         }
     }

@@ -516,6 +516,7 @@ async fn config_change_during_a_stream_loses_and_doubles_nothing() {
     let args = telemetryctl::cli::SendArgs {
         grpc: Some(ingest.grpc_url()),
         http: None,
+        api_key: None,
         n: 20_000,
         devices: 10,
         users: 10,

@@ -10,12 +10,13 @@ use prost::Message;
 use telemetry_proto::v1::Ack;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use super::Failure;
 use crate::cli::GrpcMode;
+use crate::credential::ApiKey;
 use crate::send::report::Tally;
 use crate::{Error, Result};
 
@@ -29,10 +30,19 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub struct Client {
     grpc: tonic::client::Grpc<Channel>,
     mode: GrpcMode,
+    /// `authorization` metadata of each call (`--api-key`).
+    authorization: Option<AsciiMetadataValue>,
 }
 
 impl Client {
-    pub async fn connect(url: &str, mode: GrpcMode) -> Result<Self> {
+    pub async fn connect(url: &str, mode: GrpcMode, key: Option<&ApiKey>) -> Result<Self> {
+        let authorization = key
+            .map(|k| {
+                k.bearer().parse().map_err(|_| {
+                    Error::InvalidFlag("--api-key: not usable as gRPC metadata".into())
+                })
+            })
+            .transpose()?;
         let channel = Channel::from_shared(url.to_string())
             .map_err(|source| Error::GrpcUrl {
                 url: url.to_string(),
@@ -45,7 +55,11 @@ impl Client {
                 source,
             })?;
         let grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Client { grpc, mode })
+        Ok(Client {
+            grpc,
+            mode,
+            authorization,
+        })
     }
 
     /// One attempt: the whole call's tally, or how far it got.
@@ -71,7 +85,7 @@ impl Client {
                 let stream = tokio_stream::iter(events.to_vec());
                 self.grpc
                     .client_streaming(
-                        Request::new(stream),
+                        self.request(stream),
                         PathAndQuery::from_static(STREAM_PACKETS),
                         RawCodec,
                     )
@@ -80,7 +94,7 @@ impl Client {
             GrpcMode::Batch => {
                 self.grpc
                     .unary(
-                        Request::new(packet_batch(events)),
+                        self.request(packet_batch(events)),
                         PathAndQuery::from_static(SEND_BATCH),
                         RawCodec,
                     )
@@ -88,6 +102,17 @@ impl Client {
             }
         };
         response.map(tonic::Response::into_inner)
+    }
+
+    /// A call's request, with the key when there is one.
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        request
     }
 }
 
@@ -282,6 +307,7 @@ mod tests {
             let mut client = Client {
                 grpc: tonic::client::Grpc::new(channel),
                 mode: GrpcMode::Stream,
+                authorization: None,
             };
             let err = client.send(&[Bytes::from_static(b"")]).await.unwrap_err();
             assert!(

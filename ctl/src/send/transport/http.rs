@@ -6,10 +6,11 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
 use telemetry_proto::json::AckJson;
 
 use super::Failure;
+use crate::credential::ApiKey;
 use crate::send::report::Tally;
 
 /// An HTTP client for one base URL.
@@ -18,11 +19,14 @@ pub struct Client {
     client: reqwest::Client,
     /// The batch endpoint under the base URL.
     url: String,
+    /// `authorization` header of each call (`--api-key`).
+    authorization: Option<String>,
 }
 
 impl Client {
-    pub fn new(base: &str) -> Self {
+    pub fn new(base: &str, key: Option<&ApiKey>) -> Self {
         Client {
+            authorization: key.map(ApiKey::bearer),
             client: reqwest::Client::new(),
             url: format!("{}/api/v1/events/batch", base.trim_end_matches('/')),
         }
@@ -30,17 +34,22 @@ impl Client {
 
     /// One attempt: the whole call's tally, or how far it got.
     pub async fn send(&self, events: &[Bytes]) -> Result<Tally, Failure> {
-        let response = self
+        let mut request = self
             .client
             .post(&self.url)
-            .header(CONTENT_TYPE, "application/json")
-            .body(json_array(events))
-            .send()
-            .await
-            .map_err(|e| Failure::Retryable {
-                settled: Tally::default(),
-                message: e.to_string(),
-            })?;
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(value) = &self.authorization {
+            request = request.header(AUTHORIZATION, value);
+        }
+        let response =
+            request
+                .body(json_array(events))
+                .send()
+                .await
+                .map_err(|e| Failure::Retryable {
+                    settled: Tally::default(),
+                    message: e.to_string(),
+                })?;
         let status = response.status();
         let settled = settled(response.headers());
         let body = response.text().await.unwrap_or_default();
