@@ -14,8 +14,10 @@
 //! - [`network`]: `spec.networkPolicy`, who may reach Redis and ingest.
 //! - [`limits`]: `spec.ingest.limits`, the connection, stream and size
 //!   limits of the ingest pods.
+//! - [`auth`]: `spec.ingest.auth`, the Secret of the ingest pods' API keys.
 //! - this file: the root spec, the status, and the generated definition.
 
+pub mod auth;
 pub mod autoscaling;
 pub mod disruption;
 pub mod ingest;
@@ -30,6 +32,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use telemetry_config::AggregationConfig;
 
+pub use auth::IngestAuth;
 pub use autoscaling::{AutoscalingSpec, AutoscalingStatus};
 pub use disruption::DisruptionBudget;
 pub use ingest::IngestSpec;

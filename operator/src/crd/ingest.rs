@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{DisruptionBudget, IngestLimits};
+use super::{DisruptionBudget, IngestAuth, IngestLimits};
 
 /// Default gRPC port of the ingest pods and their Service.
 pub const DEFAULT_GRPC_PORT: i32 = 50051;
@@ -98,6 +98,11 @@ pub struct IngestSpec {
     /// Limits on each pod's connections, gRPC streams, HTTP request bodies
     /// and gRPC messages; unset fields keep the server's defaults.
     pub limits: IngestLimits,
+
+    /// API keys the ingest pods ask every client for; absent, none is
+    /// asked for. `/healthz`, `/readyz` and `/metrics` stay open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<IngestAuth>,
 }
 
 impl Default for IngestSpec {
@@ -120,6 +125,7 @@ impl Default for IngestSpec {
             pod_annotations: BTreeMap::new(),
             pod_disruption_budget: DisruptionBudget::default(),
             limits: IngestLimits::default(),
+            auth: None,
         }
     }
 }

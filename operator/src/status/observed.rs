@@ -11,6 +11,8 @@ use crate::crd::TelemetryPipeline;
 pub const EXTERNAL_PASSWORD_FIELD: &str = "spec.redis.external.passwordSecretRef";
 /// The spec field that names an external Redis' CA Secret.
 pub const EXTERNAL_CA_FIELD: &str = "spec.redis.external.tls.caSecretRef";
+/// The spec field that names the ingest pods' API key Secret.
+pub const API_KEYS_FIELD: &str = "spec.ingest.auth.secretRef";
 
 /// A problem the reconcile ran into that the user must fix (it is not retried
 /// in a hot loop), reported as `Degraded=True` with this reason and message.
@@ -37,10 +39,16 @@ pub struct SecretRef {
 
 impl SecretRef {
     /// The Secrets `tp` refers to: an external Redis' password Secret and
-    /// CA Secret.
+    /// CA Secret, and the ingest pods' API key Secret.
     pub fn all_of(tp: &TelemetryPipeline) -> Vec<SecretRef> {
+        let api_keys = tp.spec.ingest.auth.as_ref().map(|auth| SecretRef {
+            field: API_KEYS_FIELD,
+            name: auth.secret_ref.name.clone(),
+            key: auth.secret_ref.key.clone(),
+            holds: "the API key file (telemetryctl key new prints its entries)",
+        });
         let Some(ext) = tp.spec.redis.external.as_ref() else {
-            return Vec::new();
+            return api_keys.into_iter().collect();
         };
         let password = ext.password_secret_ref.as_ref().map(|r| SecretRef {
             field: EXTERNAL_PASSWORD_FIELD,
@@ -54,7 +62,16 @@ impl SecretRef {
             key: tls.ca_secret_ref.key.clone(),
             holds: "the PEM CA certificate of the Redis",
         });
-        password.into_iter().chain(ca).collect()
+        password.into_iter().chain(ca).chain(api_keys).collect()
+    }
+
+    /// The first word of a problem's reason: `Redis` or `ApiKeys`.
+    fn kind(&self) -> &'static str {
+        if self.field == API_KEYS_FIELD {
+            "ApiKeys"
+        } else {
+            "Redis"
+        }
     }
 }
 
@@ -92,14 +109,14 @@ pub fn secret_problem(secrets: &[(SecretRef, SecretState)]) -> Option<Problem> {
     secrets.iter().find_map(|(r, state)| match state {
         SecretState::Present => None,
         SecretState::Missing => Some(Problem {
-            reason: "RedisSecretMissing".into(),
+            reason: format!("{}SecretMissing", r.kind()),
             message: format!(
                 "Secret {:?} named in {} does not exist: create it with {} under key {:?}; the ingest pods start once it exists",
                 r.name, r.field, r.holds, r.key
             ),
         }),
         SecretState::KeyMissing => Some(Problem {
-            reason: "RedisSecretKeyMissing".into(),
+            reason: format!("{}SecretKeyMissing", r.kind()),
             message: format!(
                 "Secret {:?} named in {} has no key {:?}: add {} under that key; the ingest pods start once it exists",
                 r.name, r.field, r.key, r.holds
@@ -216,5 +233,30 @@ mod tests {
         ] {
             assert!(p.message.contains(part), "{}", p.message);
         }
+    }
+
+    #[test]
+    fn a_missing_api_key_secret_is_checked_and_named_with_what_it_must_hold() {
+        let tp = TelemetryPipeline::test().with_api_keys("ingest-keys");
+        let refs = SecretRef::all_of(&tp);
+        assert_eq!(
+            refs.iter()
+                .map(|r| (r.field, r.name.as_str(), r.key.as_str()))
+                .collect::<Vec<_>>(),
+            [(API_KEYS_FIELD, "ingest-keys", "keys.yaml")]
+        );
+        let p = secret_problem(&[(refs[0].clone(), SecretState::Missing)]).expect("a problem");
+        assert_eq!(p.reason, "ApiKeysSecretMissing");
+        for part in [
+            "\"ingest-keys\"",
+            "\"keys.yaml\"",
+            "spec.ingest.auth.secretRef",
+            "API key file",
+        ] {
+            assert!(p.message.contains(part), "{}", p.message);
+        }
+        let p = secret_problem(&[(refs[0].clone(), SecretState::KeyMissing)]).expect("a problem");
+        assert_eq!(p.reason, "ApiKeysSecretKeyMissing");
+        assert!(SecretRef::all_of(&TelemetryPipeline::test()).is_empty());
     }
 }
