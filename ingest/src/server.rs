@@ -115,7 +115,9 @@ pub async fn run(
     let (grpc, health_reporter) = grpc_server(
         &args,
         listeners.grpc,
-        (intake.clone(), query.clone(), auth.clone()),
+        intake.clone(),
+        query.clone(),
+        auth.clone(),
         &shutdown,
         &stop_servers,
     )
@@ -123,7 +125,9 @@ pub async fn run(
     let http = http_server(
         &args,
         listeners.http,
-        (intake.clone(), query, auth),
+        intake.clone(),
+        query,
+        auth,
         &stop_servers,
     );
 
@@ -277,7 +281,9 @@ fn start_pipeline(args: &IngestArgs, shared: &Shared) -> (Arc<Intake>, Query, Jo
 async fn grpc_server(
     args: &IngestArgs,
     listener: TcpListener,
-    (intake, query, auth): (Arc<Intake>, Query, Option<Auth>),
+    intake: Arc<Intake>,
+    query: Query,
+    auth: Option<Auth>,
     shutdown: &CancellationToken,
     stop: &CancellationToken,
 ) -> Result<(
@@ -328,7 +334,9 @@ async fn grpc_server(
 fn http_server(
     args: &IngestArgs,
     listener: TcpListener,
-    (intake, query, auth): (Arc<Intake>, Query, Option<Auth>),
+    intake: Arc<Intake>,
+    query: Query,
+    auth: Option<Auth>,
     stop: &CancellationToken,
 ) -> impl Future<Output = std::io::Result<()>> + Send + use<> {
     let limits = &args.connections;
