@@ -1,11 +1,14 @@
 //! The command line: every subcommand and flag of `telemetryctl`.
 //!
 //! The query commands read the HTTP API (`--http`, also `TELEMETRY_HTTP`);
-//! `send` talks to either transport.
+//! `send` talks to either transport. Both take `--api-key` (also
+//! `TELEMETRY_API_KEY`) for a server that asks for one; `key new` makes one.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::credential::ApiKey;
 
 pub const DEFAULT_HTTP: &str = "http://127.0.0.1:8000";
 pub const DEFAULT_GRPC: &str = "http://127.0.0.1:50051";
@@ -38,6 +41,42 @@ pub enum Command {
     Recent(RecentArgs),
     /// Pipeline totals and the server's rates, queue and Redis health.
     Stats(QueryTarget),
+    /// API keys for a server started with `--api-keys-file`.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make a random key: prints it once, and the entry (its SHA-256, never
+    /// the key) to add to the server's keys.yaml.
+    New(KeyNewArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeyNewArgs {
+    /// The key's name, as metrics and logs show it.
+    #[arg(long)]
+    pub name: String,
+    /// What the key may do: `write` (send events), `read` (query); repeat
+    /// for both.
+    #[arg(long, value_enum, required = true)]
+    pub scope: Vec<KeyScope>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyScope {
+    Write,
+    Read,
+}
+
+impl KeyScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyScope::Write => "write",
+            KeyScope::Read => "read",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -52,6 +91,9 @@ pub struct SendArgs {
     /// verified against (only these); without it, the system store.
     #[arg(long, env = "TELEMETRY_CA_FILE")]
     pub ca: Option<PathBuf>,
+    /// API key (scope write), sent as `authorization: Bearer <key>`.
+    #[arg(long, env = "TELEMETRY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<ApiKey>,
     /// Events to send.
     #[arg(long, default_value_t = 100_000)]
     pub n: u64,
@@ -130,6 +172,9 @@ pub struct QueryTarget {
     /// verified against (only these); without it, the system store.
     #[arg(long, env = "TELEMETRY_CA_FILE")]
     pub ca: Option<PathBuf>,
+    /// API key (scope read), sent as `authorization: Bearer <key>`.
+    #[arg(long, env = "TELEMETRY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<ApiKey>,
     /// Print the raw JSON answer instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -22,9 +22,11 @@
 //! - [`output`]: tables, JSON and the window chart (pure).
 //! - [`tls`]: `https://` endpoints, verified against `--ca` or the system
 //!   store.
+//! - [`credential`]: the API key sent (`--api-key`), and `key new`.
 //! - [`error`]: what can fail.
 
 pub mod cli;
+pub mod credential;
 pub mod error;
 pub mod output;
 pub mod query;
@@ -33,7 +35,7 @@ pub mod tls;
 
 pub use error::{Error, Result};
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, KeyCommand};
 
 /// Runs a command; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
@@ -45,6 +47,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Window(a) => query::window(&a).await?,
         Command::Recent(a) => query::recent(&a).await?,
         Command::Stats(t) => query::stats(&t).await?,
+        Command::Key(KeyCommand::New(a)) => credential::new_key(&a)?,
     }
     Ok(0)
 }

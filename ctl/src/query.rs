@@ -95,21 +95,23 @@ async fn get_json<T: DeserializeOwned>(target: &QueryTarget, url: &str) -> Resul
     } else {
         reqwest::Client::new()
     };
-    let response =
-        client
-            .get(url)
-            .send()
-            .await
-            .map_err(|cause| match crate::tls::untrusted(&cause) {
-                Some(detail) => Error::Untrusted {
-                    url: url.to_string(),
-                    detail,
-                },
-                None => Error::Request {
-                    url: url.to_string(),
-                    cause,
-                },
-            })?;
+    let mut request = client.get(url);
+    if let Some(key) = &target.api_key {
+        request = request.header(reqwest::header::AUTHORIZATION, key.bearer());
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|cause| match crate::tls::untrusted(&cause) {
+            Some(detail) => Error::Untrusted {
+                url: url.to_string(),
+                detail,
+            },
+            None => Error::Request {
+                url: url.to_string(),
+                cause,
+            },
+        })?;
     let status = response.status();
     let body = response.text().await.map_err(Error::ReadAnswer)?;
     if !status.is_success() {
@@ -141,6 +143,7 @@ mod tests {
         QueryTarget {
             http: "http://h:8000".into(),
             ca: None,
+            api_key: None,
             json: false,
         }
     }

@@ -59,6 +59,11 @@ pub struct IngestArgs {
     #[arg(long, env = "TELEMETRY_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// API keys (YAML list of `{name, sha256, scopes}`); without it every
+    /// call is let in. Re-read when the file changes (docs/security.md).
+    #[arg(long, env = "TELEMETRY_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub queue: QueueArgs,
 

@@ -53,6 +53,21 @@ pub enum Error {
     #[error("unexpected reply from redis: {0}")]
     UnexpectedReply(String),
 
+    /// No known API key (missing, malformed or unknown): 401 /
+    /// UNAUTHENTICATED. The message says the rule, never the key.
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// A known API key without the scope the call needs: 403 /
+    /// PERMISSION_DENIED.
+    #[error("{0}")]
+    Forbidden(String),
+
+    /// The API key file breaks a rule; the message names the entry and
+    /// the rule.
+    #[error("invalid API key file: {0}")]
+    ApiKeys(String),
+
     /// The server is draining for shutdown and takes no new work.
     #[error("server is shutting down; retry on another instance")]
     ShuttingDown,
@@ -111,6 +126,8 @@ impl Error {
             Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Redis(e) if is_connection_error(e) => StatusCode::SERVICE_UNAVAILABLE,
             Error::UnexpectedReply(_) | Error::Reflection(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -130,6 +147,8 @@ impl Error {
             Error::QueueFull { .. } => Code::ResourceExhausted,
             Error::Unavailable(_) | Error::ShuttingDown => Code::Unavailable,
             Error::NotFound { .. } => Code::NotFound,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::Forbidden(_) => Code::PermissionDenied,
             Error::Redis(e) if is_connection_error(e) => Code::Unavailable,
             Error::UnexpectedReply(_) | Error::Reflection(_) => Code::Internal,
             _ => Code::Internal,
@@ -180,6 +199,8 @@ impl Error {
             Error::Unavailable(_) => "unavailable",
             Error::ShuttingDown => "shutting_down",
             Error::NotFound { .. } => "not_found",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::Forbidden(_) => "forbidden",
             _ => "internal",
         }
     }

@@ -31,6 +31,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Error;
+use crate::auth::{self, Caller};
 use crate::intake::{Intake, Partial, Submission, Tally};
 use crate::query::Query;
 
@@ -155,8 +156,11 @@ fn partial_status(p: Partial) -> Status {
     status
 }
 
-async fn finish(sub: Submission<'_>) -> Result<Ack, Status> {
-    sub.finish().await.map(ack).map_err(|p| partial_status(*p))
+/// The call's answer; what it stored is counted under its key.
+async fn finish(sub: Submission<'_>, caller: Option<&Caller>) -> Result<Ack, Status> {
+    let finished = sub.finish().await;
+    auth::count_stored(caller, &finished);
+    finished.map(ack).map_err(|p| partial_status(*p))
 }
 
 #[tonic::async_trait]
@@ -166,6 +170,7 @@ impl TelemetryIngest for IngestService {
         &self,
         request: Request<Streaming<Packet>>,
     ) -> Result<Response<Ack>, Status> {
+        let caller = auth::grpc::caller(&request);
         let mut stream = request.into_inner();
         let mut sub = self.intake.begin(TRANSPORT, true)?;
         // Whatever ends the stream early, what was enqueued is settled (it
@@ -198,11 +203,12 @@ impl TelemetryIngest for IngestService {
                 }
             }
         }
-        finish(sub).await.map(Response::new)
+        finish(sub, caller.as_ref()).await.map(Response::new)
     }
 
     #[tracing::instrument(skip_all, name = "grpc.send_batch")]
     async fn send_batch(&self, request: Request<PacketBatch>) -> Result<Response<Ack>, Status> {
+        let caller = auth::grpc::caller(&request);
         let batch = request.into_inner();
         self.check_batch(&batch)?;
         let mut sub = self.intake.begin(TRANSPORT, true)?;
@@ -211,7 +217,7 @@ impl TelemetryIngest for IngestService {
                 break;
             }
         }
-        finish(sub).await.map(Response::new)
+        finish(sub, caller.as_ref()).await.map(Response::new)
     }
 
     type StreamBatchesStream = Pin<Box<dyn Stream<Item = Result<BatchAck, Status>> + Send>>;
@@ -222,6 +228,7 @@ impl TelemetryIngest for IngestService {
         request: Request<Streaming<PacketBatch>>,
     ) -> Result<Response<Self::StreamBatchesStream>, Status> {
         self.intake.health.admit()?;
+        let caller = auth::grpc::caller(&request);
         let mut stream = request.into_inner();
         let service = self.clone();
         // Acks go out in batch order, each as soon as its batch is stored;
@@ -266,6 +273,7 @@ impl TelemetryIngest for IngestService {
                 };
                 let sequence = batch.sequence;
                 let svc = service.clone();
+                let caller = caller.clone();
                 let handle = tokio::spawn(async move {
                     svc.check_batch(&batch)?;
                     let mut sub = svc.intake.begin(TRANSPORT, true)?;
@@ -274,7 +282,7 @@ impl TelemetryIngest for IngestService {
                             break;
                         }
                     }
-                    finish(sub).await
+                    finish(sub, caller.as_ref()).await
                 });
                 if order_tx.send((sequence, handle)).await.is_err() {
                     break;

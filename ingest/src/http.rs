@@ -18,7 +18,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query as QueryParams, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use telemetry_proto::json::{
@@ -28,6 +28,7 @@ use telemetry_proto::json::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::{self, Caller};
 use crate::intake::{Intake, Partial, Tally};
 use crate::openapi::{
     ApiDoc, BadRequest, Interrupted, Invalid, NotFound, TooLarge, UnavailableQuery,
@@ -45,6 +46,8 @@ pub struct AppState {
     pub max_batch: usize,
     /// Largest request body (`--http-max-body-bytes`).
     pub max_body_bytes: usize,
+    /// API keys; `None` lets every request in.
+    pub auth: Option<crate::auth::Auth>,
 }
 
 /// Every route of the API with its OpenAPI operation: one list for both, so
@@ -69,9 +72,18 @@ pub fn api() -> OpenApiRouter<AppState> {
 /// The whole HTTP API, plus the interactive page at `/docs`.
 pub fn router(state: AppState) -> Router {
     let (api, _) = api().split_for_parts();
-    api.merge(crate::openapi::docs_page())
+    let auth = state.auth.clone();
+    let router = api
+        .merge(crate::openapi::docs_page())
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .with_state(state)
+        .with_state(state);
+    match auth {
+        Some(keys) => router.layer(axum::middleware::from_fn_with_state(
+            keys,
+            auth::http::require,
+        )),
+        None => router,
+    }
 }
 
 impl From<Tally> for AckJson {
@@ -183,13 +195,19 @@ fn partial_response(p: Partial) -> Response {
     responses((status = 200, description = "Stored", body = AckJson), BadRequest, TooLarge, Invalid, Interrupted)
 )]
 #[tracing::instrument(skip_all, name = "http.post_event")]
-async fn post_event(State(s): State<AppState>, Body(body): Body) -> Response {
+async fn post_event(
+    State(s): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    Body(body): Body,
+) -> Response {
     let mut sub = match s.intake.begin(TRANSPORT, false) {
         Ok(sub) => sub,
         Err(e) => return e.into_response(),
     };
     let _ = sub.offer_json(&body).await;
-    match sub.finish().await {
+    let finished = sub.finish().await;
+    auth::count_stored(caller.as_deref(), &finished);
+    match finished {
         Ok(t) if t.rejected > 0 => {
             let (_, rejection) = t
                 .rejections
@@ -264,7 +282,11 @@ fn split_batch(body: &[u8]) -> Option<Vec<&RawValue>> {
     )
 )]
 #[tracing::instrument(skip_all, name = "http.post_batch")]
-async fn post_batch(State(s): State<AppState>, Body(body): Body) -> Response {
+async fn post_batch(
+    State(s): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    Body(body): Body,
+) -> Response {
     let events = match split_batch(&body) {
         Some(events) => events,
         None => {
@@ -291,7 +313,9 @@ async fn post_batch(State(s): State<AppState>, Body(body): Body) -> Response {
             break;
         }
     }
-    match sub.finish().await {
+    let finished = sub.finish().await;
+    auth::count_stored(caller.as_deref(), &finished);
+    match finished {
         Ok(t) => {
             let status = if t.accepted + t.duplicates == 0 {
                 StatusCode::UNPROCESSABLE_ENTITY

@@ -37,6 +37,8 @@
 //! - [`tls`]: TLS on both listeners, the certificate hot-reloaded.
 //! - [`grpc`], [`http`]: the transports; [`openapi`]: the HTTP API's OpenAPI
 //!   document, derived from the handlers of [`http`], and its page at `/docs`.
+//! - [`auth`]: API keys (`--api-keys-file`): who may send and who may
+//!   query; checked once per call by both transports, reloaded in place.
 //! - [`health`], [`metrics`], [`reload`]: readiness, Prometheus, config hot reload.
 //! - [`server`]: `run(args, listeners, shutdown)`, what `main` and tests call:
 //!   shared state, background tasks, queue and flusher, the two servers, the
@@ -44,6 +46,7 @@
 //! - [`error`]: the crate's one error type, and its gRPC and HTTP statuses.
 
 pub mod aggregate;
+pub mod auth;
 pub mod calibrate;
 pub mod config;
 pub mod connection;

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub draining: IntGauge,
     pub backpressure: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    pub auth: crate::auth::AuthMetrics,
 }
 
 impl Metrics {
@@ -161,6 +162,7 @@ impl Metrics {
                 "Aggregation config reloads, by result.",
                 &["result"],
             ),
+            auth: crate::auth::AuthMetrics::register(&registry),
             registry,
         }
     }

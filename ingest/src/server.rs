@@ -32,10 +32,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::aggregate::Settings;
+use crate::auth::{Auth, KeyStore, Scope, grpc::Guard};
 use crate::config::IngestArgs;
 use crate::connection::{self, Gate};
 use crate::flush::{self, FlushOptions};
@@ -111,12 +113,16 @@ pub async fn run(
     // connection; they close once running calls are answered and the queue
     // is empty.
     let stop_servers = CancellationToken::new();
+    let auth = shared.keys.as_ref().map(|k| k.auth.clone());
     let (grpc, health_reporter) = grpc_server(
         &args,
         listeners.grpc,
         intake.clone(),
         query.clone(),
-        tls.as_ref().map(|t| t.grpc.clone()),
+        Access {
+            tls: tls.as_ref().map(|t| t.grpc.clone()),
+            auth: auth.clone(),
+        },
         &shutdown,
         &stop_servers,
     )
@@ -127,7 +133,10 @@ pub async fn run(
         listeners.http,
         intake.clone(),
         query,
-        http_tls,
+        Access {
+            tls: http_tls,
+            auth,
+        },
         &stop_servers,
     );
 
@@ -161,6 +170,8 @@ struct Shared {
     /// The config file as loaded, which a reload compares against.
     config_text: Option<String>,
     rate: Arc<RateTracker>,
+    /// The API keys, when `--api-keys-file` is given.
+    keys: Option<KeyStore>,
 }
 
 impl Shared {
@@ -170,7 +181,12 @@ impl Shared {
         let (settings_tx, settings) = watch::channel(Arc::new(settings));
         let store = Store::open(&args.redis, Keys::new(&args.pipeline))?;
         let health = Health::new(metrics.clone());
+        let keys = match &args.api_keys_file {
+            Some(path) => Some(KeyStore::load(path, metrics.auth.clone())?),
+            None => None,
+        };
         Ok(Shared {
+            keys,
             metrics,
             store,
             health,
@@ -208,9 +224,12 @@ impl Background {
                 stop.clone(),
             ));
         }
+        let interval = Duration::from_millis(args.config_poll_ms.max(10));
         if let Some(tls) = tls {
-            let interval = Duration::from_millis(args.config_poll_ms.max(10));
             tasks.spawn(tls.watch_files(interval, stop.clone()));
+        }
+        if let Some(keys) = &shared.keys {
+            tasks.spawn(keys.watch(interval, stop.clone()));
         }
         tasks.spawn(sample_rate(
             shared.rate.clone(),
@@ -267,6 +286,13 @@ fn start_pipeline(args: &IngestArgs, shared: &Shared) -> (Arc<Intake>, Query, Jo
     (intake, query, flusher)
 }
 
+/// What a listener asks of its clients: a TLS handshake and an API key,
+/// each when configured.
+struct Access {
+    tls: Option<Tls>,
+    auth: Option<Auth>,
+}
+
 /// The gRPC server (ingest, query, health, reflection) on `listener`, until
 /// `stop`; and the health reporter, serving until the drain says otherwise.
 async fn grpc_server(
@@ -274,7 +300,7 @@ async fn grpc_server(
     listener: TcpListener,
     intake: Arc<Intake>,
     query: Query,
-    tls: Option<Tls>,
+    Access { tls, auth }: Access,
     shutdown: &CancellationToken,
     stop: &CancellationToken,
 ) -> Result<(
@@ -307,12 +333,16 @@ async fn grpc_server(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(
+        .add_service(InterceptedService::new(
             TelemetryIngestServer::new(ingest)
                 .max_decoding_message_size(limits.grpc_max_message_bytes)
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
-        )
-        .add_service(TelemetryQueryServer::new(QueryService::new(query)))
+            Guard::new(auth.clone(), Scope::Write),
+        ))
+        .add_service(InterceptedService::new(
+            TelemetryQueryServer::new(QueryService::new(query)),
+            Guard::new(auth, Scope::Read),
+        ))
         .serve_with_incoming_shutdown(tls::incoming(gate, tls), stop.clone().cancelled_owned());
     Ok((server, health_reporter))
 }
@@ -323,13 +353,14 @@ fn http_server(
     listener: TcpListener,
     intake: Arc<Intake>,
     query: Query,
-    tls: Option<Tls>,
+    Access { tls, auth }: Access,
     stop: &CancellationToken,
 ) -> impl Future<Output = std::io::Result<()>> + Send + use<> {
     let limits = &args.connections;
     let app = http::router(AppState {
         intake,
         query,
+        auth,
         max_batch: args.limits.max_http_batch,
         max_body_bytes: limits.http_max_body_bytes,
     });

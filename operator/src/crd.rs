@@ -15,8 +15,10 @@
 //! - [`limits`]: `spec.ingest.limits`, the connection, stream and size
 //!   limits of the ingest pods.
 //! - [`tls`]: `spec.ingest.tls`, the Secret the ingest pods serve TLS with.
+//! - [`auth`]: `spec.ingest.auth`, the Secret of the ingest pods' API keys.
 //! - this file: the root spec, the status, and the generated definition.
 
+pub mod auth;
 pub mod autoscaling;
 pub mod disruption;
 pub mod ingest;
@@ -32,6 +34,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use telemetry_config::AggregationConfig;
 
+pub use auth::IngestAuth;
 pub use autoscaling::{AutoscalingSpec, AutoscalingStatus};
 pub use disruption::DisruptionBudget;
 pub use ingest::IngestSpec;

@@ -52,6 +52,12 @@ impl TelemetryPipeline {
         self
     }
 
+    /// With API keys from Secret `secret` (key `keys.yaml`).
+    pub fn with_api_keys(mut self, secret: &str) -> Self {
+        self.spec.ingest.auth = Some(crate::crd::IngestAuth::from_secret(secret));
+        self
+    }
+
     /// With autoscaling enabled between `min` and `max`.
     pub fn with_autoscaling(mut self, min: i32, max: i32) -> Self {
         self.spec.autoscaling = Some(AutoscalingSpec::test(min, max));

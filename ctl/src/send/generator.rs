@@ -291,6 +291,7 @@ mod tests {
             grpc: None,
             http: None,
             ca: None,
+            api_key: None,
             n: 0,
             devices,
             users,

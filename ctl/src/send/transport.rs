@@ -43,10 +43,16 @@ impl Transport {
     pub async fn connect(args: &SendArgs) -> Result<Self> {
         match (&args.grpc, &args.http) {
             (Some(url), _) => Ok(Transport::Grpc(
-                grpc::Client::connect(url, args.grpc_mode, args.ca.as_deref()).await?,
+                grpc::Client::connect(
+                    url,
+                    args.grpc_mode,
+                    args.ca.as_deref(),
+                    args.api_key.as_ref(),
+                )
+                .await?,
             )),
             (None, Some(url)) => Ok(Transport::Http(
-                http::Client::connect(url, args.ca.as_deref()).await?,
+                http::Client::connect(url, args.ca.as_deref(), args.api_key.as_ref()).await?,
             )),
             (None, None) => Err(Error::InvalidFlag("give --grpc or --http".into())),
         }

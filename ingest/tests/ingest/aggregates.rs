@@ -517,6 +517,7 @@ async fn config_change_during_a_stream_loses_and_doubles_nothing() {
         grpc: Some(ingest.grpc_url()),
         http: None,
         ca: None,
+        api_key: None,
         n: 20_000,
         devices: 10,
         users: 10,

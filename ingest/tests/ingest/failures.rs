@@ -19,6 +19,7 @@ pub(crate) fn load(grpc: String, n: u64, rate: u64, retries: u32) -> SendArgs {
         grpc: Some(grpc),
         http: None,
         ca: None,
+        api_key: None,
         n,
         devices: 20,
         users: 10,

@@ -2,6 +2,7 @@
 
 mod acks;
 mod aggregates;
+mod auth;
 mod docs;
 mod failures;
 mod faults;

@@ -134,6 +134,8 @@ fn load(grpc: String, n: u64, rate: u64) -> SendArgs {
         invalid: 0.0,
         retries: 10,
         seed: Some(11),
+        ca: None,
+        api_key: None,
         json: true,
         no_progress: true,
     }

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{DisruptionBudget, IngestLimits, IngestTls};
+use super::{DisruptionBudget, IngestAuth, IngestLimits, IngestTls};
 
 /// Default gRPC port of the ingest pods and their Service.
 pub const DEFAULT_GRPC_PORT: i32 = 50051;
@@ -103,6 +103,10 @@ pub struct IngestSpec {
     /// text. See docs/tls.md.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<IngestTls>,
+    /// API keys the ingest pods ask every client for; absent, none is
+    /// asked for. `/healthz`, `/readyz` and `/metrics` stay open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<IngestAuth>,
 }
 
 impl Default for IngestSpec {
@@ -126,6 +130,7 @@ impl Default for IngestSpec {
             pod_disruption_budget: DisruptionBudget::default(),
             limits: IngestLimits::default(),
             tls: None,
+            auth: None,
         }
     }
 }

@@ -48,6 +48,11 @@ pub const TLS_LABEL: &str = "telemetrypipeline.io/tls";
 /// Where the ingest TLS Secret (`spec.ingest.tls`) is mounted: a directory,
 /// so the kubelet refreshes it and the pods reload it without a restart.
 pub const TLS_DIR: &str = "/etc/telemetry-tls";
+/// Where the API key file is mounted: a directory of its own, read-only,
+/// beside (not inside) the config volume's [`CONFIG_DIR`].
+pub const AUTH_DIR: &str = "/etc/telemetry-auth";
+/// The API key file's name in [`AUTH_DIR`].
+pub const AUTH_FILE: &str = "keys.yaml";
 
 /// The value of `--pipeline` (the Redis key prefix): `<namespace>/<name>`, so
 /// two pipelines sharing an external Redis never share keys.
@@ -244,6 +249,29 @@ pub fn deployment(
                         })
                         .to_vec(),
                 ),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    // The key file alone, under a fixed name, read-only; a directory mount
+    // (no subPath), so a change of the Secret reaches the running pods and
+    // is reloaded there: the pod template does not change with the keys.
+    if let Some(auth) = &spec.auth {
+        env_vars.push(env(
+            "TELEMETRY_API_KEYS_FILE",
+            format!("{AUTH_DIR}/{AUTH_FILE}"),
+        ));
+        volume_mounts.push(mount("api-keys", AUTH_DIR, true));
+        volumes.push(Volume {
+            name: "api-keys".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(auth.secret_ref.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: auth.secret_ref.key.clone(),
+                    path: AUTH_FILE.to_string(),
+                    mode: None,
+                }]),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
@@ -800,6 +828,80 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("root.pem", "ca.crt")],
             "only the CA key, under a fixed name"
+        );
+    }
+
+    #[test]
+    fn api_keys_mount_the_secret_key_read_only_and_name_the_file_in_env() {
+        let tp = TelemetryPipeline::test().with_api_keys("ingest-keys");
+        let d = deployment(&tp, IMAGE, Some(1));
+        let env = env_of(&d);
+        assert_eq!(
+            value(&env, "TELEMETRY_API_KEYS_FILE"),
+            "/etc/telemetry-auth/keys.yaml"
+        );
+        let pod = pod(&d);
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "api-keys")
+            .expect("the key file is mounted");
+        assert_eq!(
+            (
+                mount.mount_path.as_str(),
+                mount.read_only,
+                mount.sub_path.as_deref()
+            ),
+            ("/etc/telemetry-auth", Some(true), None),
+            "a read-only directory mount, which the kubelet updates in place"
+        );
+        let secret = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "api-keys")
+            .and_then(|v| v.secret.clone())
+            .expect("a Secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("ingest-keys"));
+        assert_eq!(
+            secret
+                .items
+                .unwrap()
+                .iter()
+                .map(|i| (i.key.as_str(), i.path.as_str()))
+                .collect::<Vec<_>>(),
+            [("keys.yaml", "keys.yaml")]
+        );
+    }
+
+    #[test]
+    fn without_api_keys_nothing_is_mounted_and_the_template_does_not_depend_on_the_keys() {
+        let plain = deployment(&TelemetryPipeline::test(), IMAGE, Some(1));
+        assert!(!env_of(&plain).contains_key("TELEMETRY_API_KEYS_FILE"));
+        assert!(
+            pod(&plain)
+                .volumes
+                .unwrap()
+                .iter()
+                .all(|v| v.name != "api-keys")
+        );
+        // The template names the Secret, never its content or version: a
+        // key change is reloaded by the pods, not rolled out.
+        let a = deployment(
+            &TelemetryPipeline::test().with_api_keys("k"),
+            IMAGE,
+            Some(1),
+        );
+        let annotations = a.spec.unwrap().template.metadata.unwrap().annotations;
+        assert!(
+            annotations
+                .unwrap_or_default()
+                .keys()
+                .all(|k| !k.contains("api-key")),
+            "no annotation follows the key Secret"
         );
     }
 

@@ -13,6 +13,8 @@ pub const EXTERNAL_PASSWORD_FIELD: &str = "spec.redis.external.passwordSecretRef
 pub const EXTERNAL_CA_FIELD: &str = "spec.redis.external.tls.caSecretRef";
 /// The spec field that names the ingest pods' TLS Secret.
 pub const INGEST_TLS_FIELD: &str = "spec.ingest.tls.secretRef";
+/// The spec field that names the ingest pods' API key Secret.
+pub const API_KEYS_FIELD: &str = "spec.ingest.auth.secretRef";
 
 /// A problem the reconcile ran into that the user must fix (it is not retried
 /// in a hot loop), reported as `Degraded=True` with this reason and message.
@@ -42,7 +44,8 @@ pub struct SecretRef {
 
 impl SecretRef {
     /// The Secrets `tp` refers to: an external Redis' password Secret and
-    /// CA Secret, and the ingest pods' TLS Secret (its two keys).
+    /// CA Secret, the ingest pods' TLS Secret (its two keys) and their API
+    /// key Secret.
     pub fn all_of(tp: &TelemetryPipeline) -> Vec<SecretRef> {
         let mut refs = Self::redis(tp);
         if let Some(tls) = &tp.spec.ingest.tls {
@@ -58,6 +61,15 @@ impl SecretRef {
                     reason: "TlsSecret",
                 });
             }
+        }
+        if let Some(auth) = &tp.spec.ingest.auth {
+            refs.push(SecretRef {
+                field: API_KEYS_FIELD,
+                name: auth.secret_ref.name.clone(),
+                key: auth.secret_ref.key.clone(),
+                holds: "the API key file (telemetryctl key new prints its entries)",
+                reason: "ApiKeysSecret",
+            });
         }
         refs
     }
@@ -281,5 +293,30 @@ mod tests {
         let p = secret_problem(&no_key).expect("a problem");
         assert_eq!(p.reason, "TlsSecretKeyMissing");
         assert!(p.message.contains("\"tls.key\""), "{}", p.message);
+    }
+
+    #[test]
+    fn a_missing_api_key_secret_is_checked_and_named_with_what_it_must_hold() {
+        let tp = TelemetryPipeline::test().with_api_keys("ingest-keys");
+        let refs = SecretRef::all_of(&tp);
+        assert_eq!(
+            refs.iter()
+                .map(|r| (r.field, r.name.as_str(), r.key.as_str()))
+                .collect::<Vec<_>>(),
+            [(API_KEYS_FIELD, "ingest-keys", "keys.yaml")]
+        );
+        let p = secret_problem(&[(refs[0].clone(), SecretState::Missing)]).expect("a problem");
+        assert_eq!(p.reason, "ApiKeysSecretMissing");
+        for part in [
+            "\"ingest-keys\"",
+            "\"keys.yaml\"",
+            "spec.ingest.auth.secretRef",
+            "API key file",
+        ] {
+            assert!(p.message.contains(part), "{}", p.message);
+        }
+        let p = secret_problem(&[(refs[0].clone(), SecretState::KeyMissing)]).expect("a problem");
+        assert_eq!(p.reason, "ApiKeysSecretKeyMissing");
+        assert!(SecretRef::all_of(&TelemetryPipeline::test()).is_empty());
     }
 }

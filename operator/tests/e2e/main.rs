@@ -7,6 +7,7 @@
 //! binaries (`scripts/testenv build`) and the workspace binaries
 //! (`cargo build -p telemetry-ingest -p telemetryctl`); see docs/operator.md.
 
+mod auth;
 mod autoscaling;
 mod crash;
 mod disruption;
@@ -658,11 +659,40 @@ async fn autoscaling_leaves_replicas_to_the_autoscaler_after_setting_the_minimum
 #[tokio::test]
 async fn every_example_applies_and_the_full_one_sets_every_section() -> anyhow::Result<()> {
     let world = World::new("tpl-examples").await?;
+    // The production example needs its key Secret, made as its comments say.
+    let (key, entry) = auth::new_key("sensors", &["write"]).await?;
+    world
+        .api::<Secret>()
+        .create(
+            &Default::default(),
+            &auth::key_secret("production-api-keys", &entry)?,
+        )
+        .await?;
     let dir = support::repo_root().join("examples");
     world
         .kubectl_ok(&["apply", "-f", dir.to_str().unwrap()])
         .await?;
     world.wait_ready("minimal").await?;
+    world.wait_ready("production").await?;
+    let pods = world.ingest_pods("production", 2).await?;
+    let grpc = format!("http://{}:50051", pod_ip(&pods[0]));
+    telemetryctl(&[
+        "send",
+        "--grpc",
+        &grpc,
+        "--n",
+        "100",
+        "--api-key",
+        &key,
+        "--no-progress",
+    ])
+    .await?;
+    let stats = format!("http://{}:8000/api/v1/stats", pod_ip(&pods[0]));
+    assert_eq!(
+        reqwest::get(&stats).await?.status(),
+        401,
+        "production asks for a key"
+    );
     let full = world.wait_ready("full").await?;
     assert!(full.autoscaling_enabled());
 

@@ -12,12 +12,13 @@ use prost::Message;
 use telemetry_proto::v1::Ack;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use super::Failure;
 use crate::cli::GrpcMode;
+use crate::credential::ApiKey;
 use crate::send::report::Tally;
 use crate::{Error, Result};
 
@@ -31,12 +32,26 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub struct Client {
     grpc: tonic::client::Grpc<Channel>,
     mode: GrpcMode,
+    /// `authorization` metadata of each call (`--api-key`).
+    authorization: Option<AsciiMetadataValue>,
 }
 
 impl Client {
     /// Connects; an `https://` URL with TLS, verified against `ca` (or the
-    /// system store).
-    pub async fn connect(url: &str, mode: GrpcMode, ca: Option<&Path>) -> Result<Self> {
+    /// system store); every call carries `key` if given.
+    pub async fn connect(
+        url: &str,
+        mode: GrpcMode,
+        ca: Option<&Path>,
+        key: Option<&ApiKey>,
+    ) -> Result<Self> {
+        let authorization = key
+            .map(|k| {
+                k.bearer().parse().map_err(|_| {
+                    Error::InvalidFlag("--api-key: not usable as gRPC metadata".into())
+                })
+            })
+            .transpose()?;
         let mut endpoint =
             Channel::from_shared(url.to_string()).map_err(|source| Error::GrpcUrl {
                 url: url.to_string(),
@@ -65,7 +80,11 @@ impl Client {
                     },
                 })?;
         let grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Client { grpc, mode })
+        Ok(Client {
+            grpc,
+            mode,
+            authorization,
+        })
     }
 
     /// One attempt: the whole call's tally, or how far it got.
@@ -91,7 +110,7 @@ impl Client {
                 let stream = tokio_stream::iter(events.to_vec());
                 self.grpc
                     .client_streaming(
-                        Request::new(stream),
+                        self.request(stream),
                         PathAndQuery::from_static(STREAM_PACKETS),
                         RawCodec,
                     )
@@ -100,7 +119,7 @@ impl Client {
             GrpcMode::Batch => {
                 self.grpc
                     .unary(
-                        Request::new(packet_batch(events)),
+                        self.request(packet_batch(events)),
                         PathAndQuery::from_static(SEND_BATCH),
                         RawCodec,
                     )
@@ -108,6 +127,17 @@ impl Client {
             }
         };
         response.map(tonic::Response::into_inner)
+    }
+
+    /// A call's request, with the key when there is one.
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        request
     }
 }
 
@@ -302,6 +332,7 @@ mod tests {
             let mut client = Client {
                 grpc: tonic::client::Grpc::new(channel),
                 mode: GrpcMode::Stream,
+                authorization: None,
             };
             let err = client.send(&[Bytes::from_static(b"")]).await.unwrap_err();
             assert!(

@@ -8,10 +8,11 @@ use std::path::Path;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
 use telemetry_proto::json::AckJson;
 
 use super::Failure;
+use crate::credential::ApiKey;
 use crate::send::report::Tally;
 use crate::{Error, Result};
 
@@ -21,11 +22,14 @@ pub struct Client {
     client: reqwest::Client,
     /// The batch endpoint under the base URL.
     url: String,
+    /// `authorization` header of each call (`--api-key`).
+    authorization: Option<String>,
 }
 
 impl Client {
-    pub fn new(base: &str) -> Self {
+    pub fn new(base: &str, key: Option<&ApiKey>) -> Self {
         Client {
+            authorization: key.map(ApiKey::bearer),
             client: reqwest::Client::new(),
             url: format!("{}/api/v1/events/batch", base.trim_end_matches('/')),
         }
@@ -35,9 +39,9 @@ impl Client {
     /// against `ca` (or the system store), and checked at once with a
     /// `GET /healthz` so an untrusted certificate is an error here (a
     /// server not up yet is left to the calls' retries).
-    pub async fn connect(base: &str, ca: Option<&Path>) -> Result<Self> {
+    pub async fn connect(base: &str, ca: Option<&Path>, key: Option<&ApiKey>) -> Result<Self> {
         if !crate::tls::is_https(base) {
-            return Ok(Client::new(base));
+            return Ok(Client::new(base, key));
         }
         let client = crate::tls::http_client(ca)?;
         let healthz = format!("{}/healthz", base.trim_end_matches('/'));
@@ -52,15 +56,20 @@ impl Client {
         Ok(Client {
             client,
             url: format!("{}/api/v1/events/batch", base.trim_end_matches('/')),
+            authorization: key.map(ApiKey::bearer),
         })
     }
 
     /// One attempt: the whole call's tally, or how far it got.
     pub async fn send(&self, events: &[Bytes]) -> Result<Tally, Failure> {
-        let response = self
+        let mut request = self
             .client
             .post(&self.url)
-            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(value) = &self.authorization {
+            request = request.header(AUTHORIZATION, value);
+        }
+        let response = request
             .body(json_array(events))
             .send()
             .await
