@@ -362,6 +362,7 @@ async fn terminate(
                 let action = probe::Action::Http {
                     port,
                     path: get.path.clone().unwrap_or_else(|| "/".into()),
+                    https: get.scheme.as_deref() == Some("HTTPS"),
                 };
                 probe::run(&action, setup.ip, &prepared.env, remaining).await;
             }

@@ -18,9 +18,18 @@ use crate::substitute::foreign_ipv4;
 /// What a probe does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Http { port: u16, path: String },
-    Tcp { port: u16 },
-    Exec { command: Vec<String> },
+    /// `https`: scheme HTTPS, the certificate not verified.
+    Http {
+        port: u16,
+        path: String,
+        https: bool,
+    },
+    Tcp {
+        port: u16,
+    },
+    Exec {
+        command: Vec<String>,
+    },
 }
 
 /// A probe with its timing, in the kubelet's terms.
@@ -53,6 +62,7 @@ impl Spec {
             Action::Http {
                 port: port(&get.port, ports)?,
                 path: get.path.clone().unwrap_or_else(|| "/".into()),
+                https: get.scheme.as_deref() == Some("HTTPS"),
             }
         } else if let Some(tcp) = &probe.tcp_socket {
             Action::Tcp {
@@ -198,7 +208,16 @@ pub async fn run(
 ) -> bool {
     let attempt = async {
         match action {
-            Action::Http { port, path } => http_get(ip, *port, path).await,
+            Action::Http {
+                port,
+                path,
+                https: false,
+            } => http_get(ip, *port, path).await,
+            Action::Http {
+                port,
+                path,
+                https: true,
+            } => https_get(ip, *port, path).await,
             Action::Tcp { port } => tokio::net::TcpStream::connect((ip, *port)).await.is_ok(),
             Action::Exec { command } => exec(command, ip, env).await,
         }
@@ -232,6 +251,25 @@ async fn http_get(ip: Ipv4Addr, port: u16, path: &str) -> bool {
         }
     }
     status_ok(&head[..len])
+}
+
+/// `GET https://ip:port/path` without verifying the certificate (the
+/// kubelet does not verify its probes' either); 2xx and 3xx pass.
+async fn https_get(ip: Ipv4Addr, port: u16, path: &str) -> bool {
+    let Ok(client) = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("kube-probe/telemetry-kubelet")
+        .build()
+    else {
+        return false;
+    };
+    let path = path.trim_start_matches('/');
+    client
+        .get(format!("https://{ip}:{port}/{path}"))
+        .send()
+        .await
+        .is_ok_and(|r| (200..400).contains(&r.status().as_u16()))
 }
 
 /// Whether an HTTP response starts with a 2xx or 3xx status line.
@@ -284,7 +322,8 @@ mod tests {
             spec.action,
             Action::Http {
                 port: 8000,
-                path: "/readyz".into()
+                path: "/readyz".into(),
+                https: false,
             }
         );
         assert_eq!(spec.period, Duration::from_secs(2));
@@ -367,7 +406,8 @@ mod tests {
             run(
                 &Action::Http {
                     port,
-                    path: "/readyz".into()
+                    path: "/readyz".into(),
+                    https: false,
                 },
                 ip,
                 &[],
@@ -379,7 +419,8 @@ mod tests {
             !run(
                 &Action::Http {
                     port,
-                    path: "/other".into()
+                    path: "/other".into(),
+                    https: false,
                 },
                 ip,
                 &[],

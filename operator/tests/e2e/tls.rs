@@ -96,7 +96,10 @@ async fn ingest_serves_tls_from_a_secret_and_reloads_a_renewed_certificate_witho
             name,
             json!({
                 "ingest": {"tls": {"secretRef": {"name": secret_name}}},
-                "autoscaling": {"minReplicas": 1, "maxReplicas": 2, "syncPeriodSeconds": 3},
+                "autoscaling": {
+                    "minReplicas": 1, "maxReplicas": 2, "syncPeriodSeconds": 3,
+                    "targetQueueDepthPerPod": 1000, "scrape": {"timeoutSeconds": 2},
+                },
             }),
         )
         .await?;
