@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build demo demo-stop demo-cluster demo-cluster-stop images test lint audit fmt crds bench bench-autoscaler soak testenv-up testenv-down
+.PHONY: setup build demo demo-stop demo-cluster demo-cluster-stop images test lint audit fmt crds bench bench-autoscaler soak fuzz testenv-up testenv-down
 
 setup:
 	@scripts/setup
@@ -76,6 +76,12 @@ bench-autoscaler: setup
 	$(CARGO) bench -p telemetry-operator --bench decide
 	$(CARGO) bench -p telemetry-operator --bench scrape
 	scripts/redis-busy
+
+## Long fuzz runs (libFuzzer, nightly; cargo-fuzz installed if missing):
+## every target 1 000 000 inputs from its seed corpus, figures at the end
+## (docs/reliability.md). `make test` runs each target briefly on stable.
+fuzz:
+	@scripts/fuzz
 
 testenv-up:
 	@scripts/testenv up

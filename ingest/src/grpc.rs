@@ -73,16 +73,7 @@ impl IngestService {
     }
 
     fn check_batch(&self, batch: &PacketBatch) -> Result<(), Status> {
-        let max = self.limits.max_batch;
-        if batch.packets.is_empty() || batch.packets.len() > max {
-            return Err(Error::InvalidArgument(format!(
-                "packets: a batch holds 1 to {} packets (got {})",
-                max,
-                batch.packets.len()
-            ))
-            .into());
-        }
-        Ok(())
+        Ok(check_batch(batch, self.limits.max_batch)?)
     }
 
     /// The next message of a client stream, unless shutdown comes first or
@@ -121,6 +112,19 @@ impl IngestService {
             timeout: self.limits.idle_timeout,
         }
     }
+}
+
+/// A batch holds 1 to `max` packets (`--max-batch`); its packets are then
+/// checked one by one like a stream's.
+pub fn check_batch(batch: &PacketBatch, max: usize) -> crate::Result<()> {
+    if batch.packets.is_empty() || batch.packets.len() > max {
+        return Err(Error::InvalidArgument(format!(
+            "packets: a batch holds 1 to {} packets (got {})",
+            max,
+            batch.packets.len()
+        )));
+    }
+    Ok(())
 }
 
 fn ack(t: Tally) -> Ack {

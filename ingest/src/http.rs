@@ -267,6 +267,25 @@ fn split_batch(body: &[u8]) -> Option<Vec<&RawValue>> {
     }
 }
 
+/// A batch body split into its 1 to `max_batch` events, each still raw JSON
+/// for [`crate::intake`] to read and check one by one; a body that is not a
+/// batch, or one of the wrong size, is a bad request.
+pub fn batch_events(body: &[u8], max_batch: usize) -> Result<Vec<&RawValue>> {
+    let events = split_batch(body).ok_or_else(|| {
+        Error::InvalidArgument(
+            "body: must be a JSON array of events or an object {\"events\": [...]}".into(),
+        )
+    })?;
+    if events.is_empty() || events.len() > max_batch {
+        return Err(Error::InvalidArgument(format!(
+            "events: a batch holds 1 to {} events (got {})",
+            max_batch,
+            events.len()
+        )));
+    }
+    Ok(events)
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/events/batch",
@@ -287,23 +306,10 @@ async fn post_batch(
     caller: Option<Extension<Caller>>,
     Body(body): Body,
 ) -> Response {
-    let events = match split_batch(&body) {
-        Some(events) => events,
-        None => {
-            return Error::InvalidArgument(
-                "body: must be a JSON array of events or an object {\"events\": [...]}".into(),
-            )
-            .into_response();
-        }
+    let events = match batch_events(&body, s.max_batch) {
+        Ok(events) => events,
+        Err(e) => return e.into_response(),
     };
-    if events.is_empty() || events.len() > s.max_batch {
-        return Error::InvalidArgument(format!(
-            "events: a batch holds 1 to {} events (got {})",
-            s.max_batch,
-            events.len()
-        ))
-        .into_response();
-    }
     let mut sub = match s.intake.begin(TRANSPORT, false) {
         Ok(sub) => sub,
         Err(e) => return e.into_response(),
@@ -352,10 +358,10 @@ async fn get_devices(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LimitParams {
+pub struct LimitParams {
     /// 1..=1000, default: all that are kept.
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
+    pub limit: Option<usize>,
 }
 
 #[utoipa::path(
@@ -379,9 +385,23 @@ async fn get_recent(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CounterParams {
+pub struct CounterParams {
     /// Comma-separated event types; all when absent.
-    types: Option<String>,
+    pub types: Option<String>,
+}
+
+impl CounterParams {
+    /// The event types asked for; empty means all.
+    pub fn types(self) -> Vec<String> {
+        self.types
+            .map(|t| {
+                t.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 #[utoipa::path(
@@ -397,15 +417,7 @@ async fn get_counters(
     q: std::result::Result<QueryParams<CounterParams>, QueryRejection>,
 ) -> Result<Response> {
     let p = params(q)?;
-    let types: Vec<String> = p
-        .types
-        .map(|t| {
-            t.split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let types = p.types();
     Ok(Json(s.query.counters(&types).await?).into_response())
 }
 
@@ -428,13 +440,13 @@ async fn get_counter(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LeaderboardParams {
+pub struct LeaderboardParams {
     /// 1..=1000, default 10.
     #[serde(rename = "topN")]
     #[param(minimum = 1, maximum = 1000)]
-    top_n: Option<usize>,
+    pub top_n: Option<usize>,
     /// Bucket start in unix seconds; default the current bucket.
-    bucket: Option<i64>,
+    pub bucket: Option<i64>,
 }
 
 #[utoipa::path(
@@ -457,10 +469,10 @@ async fn get_leaderboard(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct WindowParams {
+pub struct WindowParams {
     /// 1..=1440, default 15.
     #[param(minimum = 1, maximum = 1440)]
-    minutes: Option<u32>,
+    pub minutes: Option<u32>,
 }
 
 #[utoipa::path(

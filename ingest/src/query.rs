@@ -30,6 +30,7 @@ pub const DEFAULT_TOP_N: usize = 10;
 pub const MAX_TOP_N: usize = 1_000;
 pub const DEFAULT_WINDOW_MINUTES: u32 = 15;
 pub const MAX_WINDOW_MINUTES: u32 = 1_440;
+pub const MAX_RECENT_LIMIT: usize = 1_000;
 
 /// One minute of a window as `HMGET count sum min max` returns it.
 type MinuteRow = (Option<u64>, Option<f64>, Option<f64>, Option<f64>);
@@ -90,7 +91,8 @@ impl DeviceParams {
         })
     }
 
-    fn limit(&self) -> Result<usize> {
+    /// The number of devices asked for, checked.
+    pub fn limit(&self) -> Result<usize> {
         match self.limit {
             None => Ok(DEFAULT_DEVICE_LIMIT),
             Some(n) if (1..=MAX_DEVICE_LIMIT).contains(&n) => Ok(n),
@@ -99,6 +101,52 @@ impl DeviceParams {
             ))),
         }
     }
+}
+
+/// A leaderboard's `topN`, checked (default [`DEFAULT_TOP_N`]).
+pub fn check_top_n(top_n: Option<usize>) -> Result<usize> {
+    let top_n = top_n.unwrap_or(DEFAULT_TOP_N);
+    if !(1..=MAX_TOP_N).contains(&top_n) {
+        return Err(Error::InvalidArgument(format!(
+            "topN: must be between 1 and {MAX_TOP_N} (got {top_n})"
+        )));
+    }
+    Ok(top_n)
+}
+
+/// A leaderboard's `bucket`: the start of a bucket of `len` seconds, or the
+/// current one (`now_s`, unix seconds) when absent.
+pub fn check_bucket(bucket: Option<i64>, len: i64, now_s: i64) -> Result<i64> {
+    match bucket {
+        None => Ok(bucket_start(now_s, len)),
+        Some(b) if b.rem_euclid(len) == 0 => Ok(b),
+        Some(b) => Err(Error::InvalidArgument(format!(
+            "bucket: must be the start of a {len}-second bucket in unix seconds (got {b})"
+        ))),
+    }
+}
+
+/// A window's `minutes`, checked (default [`DEFAULT_WINDOW_MINUTES`]).
+pub fn check_minutes(minutes: Option<u32>) -> Result<u32> {
+    let minutes = minutes.unwrap_or(DEFAULT_WINDOW_MINUTES);
+    if !(1..=MAX_WINDOW_MINUTES).contains(&minutes) {
+        return Err(Error::InvalidArgument(format!(
+            "minutes: must be between 1 and {MAX_WINDOW_MINUTES} (got {minutes})"
+        )));
+    }
+    Ok(minutes)
+}
+
+/// How many recent events of a device to return: `limit`, or the `keep`
+/// the config keeps per device when absent.
+pub fn check_recent_limit(limit: Option<usize>, keep: usize) -> Result<usize> {
+    let limit = limit.unwrap_or(keep.max(1));
+    if !(1..=MAX_RECENT_LIMIT).contains(&limit) {
+        return Err(Error::InvalidArgument(format!(
+            "limit: must be between 1 and {MAX_RECENT_LIMIT} (got {limit})"
+        )));
+    }
+    Ok(limit)
 }
 
 impl Query {
@@ -204,23 +252,8 @@ impl Query {
                     .map(|l| l.name.clone())
                     .collect(),
             })?;
-        let top_n = top_n.unwrap_or(DEFAULT_TOP_N);
-        if !(1..=MAX_TOP_N).contains(&top_n) {
-            return Err(Error::InvalidArgument(format!(
-                "topN: must be between 1 and {MAX_TOP_N} (got {top_n})"
-            )));
-        }
-        let len = board.bucket.seconds() as i64;
-        let bucket = match bucket {
-            None => bucket_start(now_ms() / 1000, len),
-            Some(b) if b.rem_euclid(len) == 0 => b,
-            Some(b) => {
-                return Err(Error::InvalidArgument(format!(
-                    "bucket: must be the start of a {}-second bucket in unix seconds (got {b})",
-                    len
-                )));
-            }
-        };
+        let top_n = check_top_n(top_n)?;
+        let bucket = check_bucket(bucket, board.bucket.seconds() as i64, now_ms() / 1000)?;
         let key = self.store.keys().leaderboard(name, bucket);
         let mut conn = self.conn();
         let mut rows: Vec<(String, f64)> = conn
@@ -250,12 +283,7 @@ impl Query {
                     .map(|w| w.name.clone())
                     .collect(),
             })?;
-        let minutes = minutes.unwrap_or(DEFAULT_WINDOW_MINUTES);
-        if !(1..=MAX_WINDOW_MINUTES).contains(&minutes) {
-            return Err(Error::InvalidArgument(format!(
-                "minutes: must be between 1 and {MAX_WINDOW_MINUTES} (got {minutes})"
-            )));
-        }
+        let minutes = check_minutes(minutes)?;
         let now = bucket_start(now_ms() / 1000, 60);
         let starts: Vec<i64> = (0..minutes as i64).rev().map(|i| now - 60 * i).collect();
         let mut pipe = redis::pipe();
@@ -288,12 +316,7 @@ impl Query {
     /// The device's latest events, newest first.
     pub async fn recent(&self, device_id: &str, limit: Option<usize>) -> Result<Vec<Event>> {
         let keep = self.settings().config.recent_events.per_device as usize;
-        let limit = limit.unwrap_or(keep.max(1));
-        if !(1..=1000).contains(&limit) {
-            return Err(Error::InvalidArgument(format!(
-                "limit: must be between 1 and 1000 (got {limit})"
-            )));
-        }
+        let limit = check_recent_limit(limit, keep)?;
         // The flush trims lists lazily (they may hold a few more than
         // `keep`); the newest `keep` are the device's recent events.
         let read = if keep > 0 { limit.min(keep) } else { limit };

@@ -7,6 +7,7 @@ mod docs;
 mod failures;
 mod faults;
 mod limits;
+mod model;
 mod proxy;
 mod redis_tls;
 mod soak;
