@@ -216,19 +216,11 @@ pub fn deployment(
     // The CA key alone, under a fixed file name, read-only.
     if let Some(ca) = &redis.ca {
         volume_mounts.push(mount("redis-ca", REDIS_CA_DIR, true));
-        volumes.push(Volume {
-            name: "redis-ca".to_string(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(ca.name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: ca.key.clone(),
-                    path: REDIS_CA_FILE.to_string(),
-                    mode: None,
-                }]),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
+        volumes.push(secret_volume(
+            "redis-ca",
+            &ca.name,
+            &[(ca.key.as_str(), REDIS_CA_FILE)],
+        ));
     }
 
     // The two keys under fixed names, read-only. No version of the Secret
@@ -236,23 +228,11 @@ pub fn deployment(
     // running pods, not rolled out.
     if let Some(tls) = tls {
         volume_mounts.push(mount("tls", TLS_DIR, true));
-        volumes.push(Volume {
-            name: "tls".to_string(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(tls.secret_ref.name.clone()),
-                items: Some(
-                    ["tls.crt", "tls.key"]
-                        .map(|key| KeyToPath {
-                            key: key.to_string(),
-                            path: key.to_string(),
-                            mode: None,
-                        })
-                        .to_vec(),
-                ),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
+        volumes.push(secret_volume(
+            "tls",
+            &tls.secret_ref.name,
+            &[("tls.crt", "tls.crt"), ("tls.key", "tls.key")],
+        ));
     }
     // The key file alone, under a fixed name, read-only; a directory mount
     // (no subPath), so a change of the Secret reaches the running pods and
@@ -263,19 +243,11 @@ pub fn deployment(
             format!("{AUTH_DIR}/{AUTH_FILE}"),
         ));
         volume_mounts.push(mount("api-keys", AUTH_DIR, true));
-        volumes.push(Volume {
-            name: "api-keys".to_string(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(auth.secret_ref.name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: auth.secret_ref.key.clone(),
-                    path: AUTH_FILE.to_string(),
-                    mode: None,
-                }]),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
+        volumes.push(secret_volume(
+            "api-keys",
+            &auth.secret_ref.name,
+            &[(auth.secret_ref.key.as_str(), AUTH_FILE)],
+        ));
     }
 
     let container = Container {
@@ -422,6 +394,29 @@ pub fn service(tp: &TelemetryPipeline) -> Service {
             ..ServiceSpec::default()
         }),
         ..Service::default()
+    }
+}
+
+/// A volume `name` of the Secret `secret`, holding only the given keys,
+/// each under its file name: `(key, path)`.
+fn secret_volume(name: &str, secret: &str, items: &[(&str, &str)]) -> Volume {
+    Volume {
+        name: name.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_string()),
+            items: Some(
+                items
+                    .iter()
+                    .map(|(key, path)| KeyToPath {
+                        key: key.to_string(),
+                        path: path.to_string(),
+                        mode: None,
+                    })
+                    .collect(),
+            ),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
     }
 }
 
