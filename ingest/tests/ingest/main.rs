@@ -9,6 +9,7 @@ mod faults;
 mod limits;
 mod model;
 mod proxy;
+mod redis_cluster;
 mod redis_tls;
 mod soak;
 mod startup;
