@@ -16,10 +16,12 @@
 //!
 //! By concern: `settings` holds the settings and their filters;
 //! `event_ops` what one event adds, per aggregation kind; `writes` the
-//! writes of a plan, grouped for the flush script. This module holds the
+//! writes of a plan, grouped for the flush script; `parts` the plans of one
+//! flush over the partitions of a sharded pipeline. This module holds the
 //! plan's tables and its size and cost.
 
 mod event_ops;
+mod parts;
 mod settings;
 mod writes;
 
@@ -28,6 +30,7 @@ mod fixtures;
 
 use foldhash::HashMap;
 
+pub use parts::FlushPlan;
 pub use settings::Settings;
 pub use writes::{ClaimWrite, ListWrite, OpGroup, Writes};
 

@@ -115,6 +115,38 @@ pub struct RedisArgs {
     /// `redis://` URL.
     #[arg(long, env = "TELEMETRY_REDIS_CA_FILE")]
     pub redis_ca_file: Option<PathBuf>,
+
+    /// Redis Cluster seed nodes (`host:port,host:port,…`): the pipeline's
+    /// keys are spread over `--redis-partitions` partitions, on whichever
+    /// shards own them (docs/redis-layout.md, Sharding). Replaces
+    /// `--redis-url`; the password, user and CA flags apply to every node.
+    #[arg(long, env = "TELEMETRY_REDIS_CLUSTER_NODES", value_delimiter = ',',
+          value_parser = parse_cluster_node, conflicts_with = "redis_url")]
+    pub redis_cluster_nodes: Vec<String>,
+
+    /// Partitions of a pipeline on Redis Cluster (1..=1024): at least the
+    /// number of shards it will ever have, best a multiple of it. Part of
+    /// the stored layout: every pod of a pipeline must use the same number,
+    /// and changing it leaves the data written before under other keys.
+    #[arg(long, env = "TELEMETRY_REDIS_PARTITIONS",
+          default_value_t = crate::partition::DEFAULT_PARTITIONS,
+          value_parser = clap::value_parser!(u16).range(1..=crate::partition::MAX_PARTITIONS as i64))]
+    pub redis_partitions: u16,
+
+    /// Replicas that must hold a flush before its events are acknowledged
+    /// (`WAIT`, within `--flush-timeout-ms`): with 1 or more, a primary
+    /// that dies right after a flush cannot take acknowledged events with
+    /// it when a replica takes over. 0: acknowledged once the primary has
+    /// applied it (durable as its `appendfsync` makes it).
+    #[arg(long, env = "TELEMETRY_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+}
+
+impl RedisArgs {
+    /// Whether the pipeline is on Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.redis_cluster_nodes.is_empty()
+    }
 }
 
 /// The in-memory queue between handlers and the Redis flushers.
@@ -304,6 +336,17 @@ fn cgroup_cpu_limit() -> Option<usize> {
 }
 
 /// Pipeline names end up inside a Redis hash tag, so braces are refused.
+/// A cluster seed: `host:port`.
+fn parse_cluster_node(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(s.to_string())
+        }
+        _ => Err(format!("'{s}' must be host:port")),
+    }
+}
+
 fn parse_pipeline(s: &str) -> Result<String, String> {
     if s.is_empty() || s.len() > 253 {
         return Err("must be 1 to 253 characters".into());

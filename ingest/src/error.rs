@@ -219,11 +219,19 @@ impl From<Error> for tonic::Status {
 /// Whether a Redis error means "could not reach Redis" rather than "Redis
 /// refused the command".
 pub fn is_connection_error(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
         || e.is_unrecoverable_error()
+        // Redis Cluster: a slot moving or being migrated, a shard without a
+        // reachable primary, a replica not yet promoted.
+        || e.is_cluster_error()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::MasterDown | ServerErrorKind::ReadOnly)
+        )
 }
 
 #[cfg(test)]

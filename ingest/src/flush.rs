@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::aggregate::{Plan, PlanSize, Settings, Slot};
+use crate::aggregate::{FlushPlan, Plan, PlanSize, Settings, Slot};
 use crate::calibrate::{Calibration, take_next_chunk};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -64,6 +64,7 @@ pub async fn run(
         calibration: Arc::new(Calibration::default()),
         timeout: options.timeout,
     };
+    let partitions = store.partitions().count();
     // A chunk taken off the queue but left for the next flush.
     let mut carried: Option<Chunk> = None;
     let mut last_size = PlanSize::default();
@@ -78,11 +79,14 @@ pub async fn run(
         };
         // Each flush is planned under exactly one version of the settings.
         let settings = settings.borrow().clone();
-        let keys = store.keys();
-        let mut plan = Plan::sized_like(last_size);
-        for event in &first.events {
-            plan.add(event, &settings, keys);
-        }
+        let mut plan = FlushPlan::new(partitions, last_size);
+        let add = |plan: &mut FlushPlan, chunk: &Chunk| {
+            for event in &chunk.events {
+                let p = store.partitions().of(&event.device_id);
+                plan.add(event, &settings, p, store.partition_keys(p));
+            }
+        };
+        add(&mut plan, &first);
         let mut chunks = vec![first];
         let linger_until = tokio::time::Instant::now() + options.linger;
         // The budget in the plan's (uncalibrated) units.
@@ -106,9 +110,7 @@ pub async fn run(
                 carried = Some(chunk);
                 break;
             }
-            for event in &chunk.events {
-                plan.add(event, &settings, keys);
-            }
+            add(&mut plan, &chunk);
             chunks.push(chunk);
         }
         let context = context.clone();
@@ -138,82 +140,108 @@ struct FlushContext {
 }
 
 impl FlushContext {
-    /// Applies one flush and answers each of its chunks.
-    async fn flush(self, chunks: Vec<Chunk>, plan: Plan) {
+    /// Applies one flush, each partition's part on its own, and answers
+    /// each of its chunks: stored once every part holding one of its events
+    /// is stored, failed (never acknowledged) otherwise.
+    async fn flush(self, chunks: Vec<Chunk>, plan: FlushPlan) {
         let started = Instant::now();
         let size = plan.events();
-        let result = if plan.is_empty() {
-            Ok(Applied {
-                duplicates: HashSet::new(),
-                script_micros: None,
-            })
+        let batch_id = format!("{:032x}", rand::rng().random::<u128>());
+        let results: Vec<Result<Applied>> = if plan.is_empty() {
+            plan.parts()
+                .iter()
+                .map(|_| {
+                    Ok(Applied {
+                        duplicates: HashSet::new(),
+                        script_micros: None,
+                    })
+                })
+                .collect()
         } else {
-            self.apply_with_retries(&plan).await
+            futures::future::join_all(
+                plan.parts()
+                    .iter()
+                    .map(|(p, part)| self.apply_with_retries(&batch_id, *p, part)),
+            )
+            .await
         };
         self.metrics
             .flush_duration
             .observe(started.elapsed().as_secs_f64());
         self.metrics.flush_batch_size.observe(size as f64);
-        match result {
-            Ok(Applied {
-                duplicates,
-                script_micros,
-            }) => {
-                if let Some(micros) = script_micros {
-                    self.metrics.flush_script.observe(micros as f64 / 1e6);
-                    let factor = self.calibration.observe(plan.cost_micros(), micros as f64);
-                    self.metrics.flush_cost_factor.set(factor);
-                }
-                let mut slots = plan.slots.iter();
-                let mut dropped = 0;
-                for chunk in chunks {
-                    let mut outcome = ChunkOutcome::default();
-                    for slot in slots.by_ref().take(chunk.events.len()) {
-                        match slot {
-                            Slot::Claimed(entry) if duplicates.contains(entry) => {
-                                outcome.duplicates += 1
-                            }
-                            Slot::Dropped => {
-                                dropped += 1;
-                                outcome.accepted += 1;
-                            }
-                            _ => outcome.accepted += 1,
-                        }
-                    }
-                    self.metrics
-                        .stored_latency
-                        .observe(chunk.queued_at.elapsed().as_secs_f64());
-                    self.metrics.accepted.inc_by(outcome.accepted);
-                    self.metrics.duplicates.inc_by(outcome.duplicates);
-                    // The handler may have gone (client cancelled): the events
-                    // are stored all the same, nothing to undo.
-                    let _ = chunk.reply.send(Ok(outcome));
-                }
-                self.metrics.dropped.inc_by(dropped);
-            }
-            Err(err) => {
-                self.metrics.flush_failures.inc();
-                tracing::warn!(error = %err, events = size, "flush failed; its events are not acknowledged");
-                for chunk in chunks {
-                    let _ = chunk.reply.send(Err(err.for_waiter()));
-                }
+        for ((_, part), result) in plan.parts().iter().zip(&results) {
+            if let Ok(Applied {
+                script_micros: Some(micros),
+                ..
+            }) = result
+            {
+                self.metrics.flush_script.observe(*micros as f64 / 1e6);
+                let factor = self.calibration.observe(part.cost_micros(), *micros as f64);
+                self.metrics.flush_cost_factor.set(factor);
             }
         }
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if failed > 0 {
+            self.metrics.flush_failures.inc();
+            let err = results
+                .iter()
+                .find_map(|r| r.as_ref().err())
+                .expect("one failed");
+            tracing::warn!(error = %err, events = size, parts = results.len(), failed,
+                "flush failed; the events of its failed parts are not acknowledged");
+        }
+        let mut slots = plan.slots();
+        let mut dropped = 0;
+        for chunk in chunks {
+            let mut outcome = ChunkOutcome::default();
+            let mut error = None;
+            for (part, slot) in slots.by_ref().take(chunk.events.len()) {
+                let duplicates = match &results[part] {
+                    Ok(applied) => &applied.duplicates,
+                    Err(e) => {
+                        error.get_or_insert_with(|| e.for_waiter());
+                        continue;
+                    }
+                };
+                match slot {
+                    Slot::Claimed(entry) if duplicates.contains(&entry) => outcome.duplicates += 1,
+                    Slot::Dropped => {
+                        dropped += 1;
+                        outcome.accepted += 1;
+                    }
+                    _ => outcome.accepted += 1,
+                }
+            }
+            if let Some(err) = error {
+                let _ = chunk.reply.send(Err(err));
+                continue;
+            }
+            self.metrics
+                .stored_latency
+                .observe(chunk.queued_at.elapsed().as_secs_f64());
+            self.metrics.accepted.inc_by(outcome.accepted);
+            self.metrics.duplicates.inc_by(outcome.duplicates);
+            // The handler may have gone (client cancelled): the events
+            // are stored all the same, nothing to undo.
+            let _ = chunk.reply.send(Ok(outcome));
+        }
+        self.metrics.dropped.inc_by(dropped);
     }
 
-    /// Applies the plan, retrying connection failures with the same flush id
-    /// (so a flush that did run before its reply was lost is not run twice)
-    /// until `timeout` has passed.
-    async fn apply_with_retries(&self, plan: &Plan) -> Result<Applied> {
-        let batch_id = format!("{:032x}", rand::rng().random::<u128>());
+    /// Applies the part of partition `p`, retrying connection failures with
+    /// the same flush id (so a part that did run before its reply was lost
+    /// is not run twice) until `timeout` has passed.
+    async fn apply_with_retries(&self, batch_id: &str, p: usize, plan: &Plan) -> Result<Applied> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(20);
         loop {
             let attempt =
-                tokio::time::timeout(self.timeout, self.store.apply(&batch_id, plan)).await;
+                tokio::time::timeout(self.timeout, self.store.apply(batch_id, p, plan)).await;
             let err = match attempt {
                 Ok(Ok(applied)) => {
-                    self.health.set_redis_up(true);
+                    if !self.store.is_cluster() {
+                        self.health.set_redis_up(true);
+                    }
                     return Ok(applied);
                 }
                 Ok(Err(e)) if !e.is_transient() => {
@@ -224,13 +252,21 @@ impl FlushContext {
                     return Err(e);
                 }
                 Ok(Err(e)) => e,
-                Err(_) => Error::Unavailable(format!("flush took longer than {:?}", self.timeout)),
+                Err(_) => {
+                    self.store.timed_out();
+                    Error::Unavailable(format!("flush took longer than {:?}", self.timeout))
+                }
             };
             self.metrics
                 .redis_errors
                 .with_label_values(&["connection"])
                 .inc();
-            self.health.set_redis_up(false);
+            // One Redis down stops the pod taking calls; one shard of a
+            // cluster down fails only the parts it holds, and the probe
+            // (cluster_state) says whether the cluster serves.
+            if !self.store.is_cluster() {
+                self.health.set_redis_up(false);
+            }
             if started.elapsed() + backoff >= self.timeout {
                 return Err(err);
             }

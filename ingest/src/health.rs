@@ -86,7 +86,10 @@ pub async fn probe(health: Arc<Health>, store: Store, shutdown: CancellationToke
         let error = match tokio::time::timeout(PROBE_INTERVAL, store.ping()).await {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some(format!("no PONG within {PROBE_INTERVAL:?}")),
+            Err(_) => {
+                store.timed_out();
+                Some(format!("no PONG within {PROBE_INTERVAL:?}"))
+            }
         };
         let up = error.is_none();
         if let Some(e) = &error

@@ -1,8 +1,10 @@
 //! The Redis key layout of one pipeline (documented in docs/redis-layout.md).
 //!
-//! Every key starts with `tp:{<pipeline>}:`. The braces are a Redis Cluster
-//! hash tag: all keys of a pipeline hash to one slot, so a flush — one Lua
-//! call touching many keys — stays legal when Redis is sharded.
+//! Every key starts with `tp:{<tag>}:`, the tag being the pipeline name on a
+//! single Redis, or one of its partitions' tags on Redis Cluster
+//! ([`crate::partition`]). The braces are a Redis Cluster hash tag: all keys
+//! of a partition hash to one slot, so a flush part — one Lua call touching
+//! many keys — stays legal when Redis is sharded.
 
 /// Length of a dedup bucket: ids are remembered per hour of the event time.
 pub const DEDUP_BUCKET_SECONDS: i64 = 3600;
@@ -14,9 +16,15 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The keys of a pipeline on a single Redis.
     pub fn new(pipeline: &str) -> Self {
+        Keys::with_tag(pipeline)
+    }
+
+    /// The keys under hash tag `tag` (a partition's, on Redis Cluster).
+    pub fn with_tag(tag: &str) -> Self {
         Keys {
-            prefix: format!("tp:{{{pipeline}}}:"),
+            prefix: format!("tp:{{{tag}}}:"),
         }
     }
 

@@ -24,7 +24,8 @@
 //!   the settings and filters (`aggregate::settings`), what one event adds per
 //!   aggregation kind (`aggregate::event_ops`), the writes grouped for the
 //!   flush script (`aggregate::writes`).
-//! - [`keys`]: the Redis key layout of a pipeline.
+//! - [`keys`]: the Redis key layout of a pipeline; [`partition`]: its
+//!   partitions on Redis Cluster, and which one an event belongs to (pure).
 //! - [`recent`]: the stored form of a recent event.
 //! - [`store`]: Redis connections and the atomic, idempotent flush script
 //!   (the I/O); [`store::script`]: the script's arguments and reply (pure);
@@ -61,6 +62,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod partition;
 pub mod query;
 pub mod queue;
 pub mod recent;

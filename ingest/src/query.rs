@@ -1,11 +1,19 @@
 //! Reads of the aggregates, shared by the HTTP routes and the gRPC
 //! `TelemetryQuery` service. The answers are the HTTP API's JSON bodies
 //! (`telemetry_proto::json`), which also convert into the protobuf messages.
+//!
+//! On Redis Cluster each aggregate is read from every partition at once
+//! (one single-slot pipeline per partition) and merged by [`merge`] into
+//! what one Redis would answer; a device's count and recent events are read
+//! from its partition only.
+
+pub mod merge;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::try_join_all;
 use redis::AsyncCommands;
 use serde::Deserialize;
 use telemetry_proto::json::{
@@ -18,11 +26,13 @@ use crate::aggregate::Settings;
 use crate::event::Event;
 use crate::health::Health;
 use crate::intake::now_ms;
+use crate::keys::Keys;
 use crate::keys::bucket_start;
 use crate::metrics::Metrics;
 use crate::queue::DepthGauge;
-use crate::store::Store;
+use crate::store::{Conn, Store};
 use crate::{Error, Result};
+use merge::{MinuteRow, TopRead};
 
 pub const DEFAULT_DEVICE_LIMIT: usize = 100;
 pub const MAX_DEVICE_LIMIT: usize = 10_000;
@@ -31,9 +41,6 @@ pub const MAX_TOP_N: usize = 1_000;
 pub const DEFAULT_WINDOW_MINUTES: u32 = 15;
 pub const MAX_WINDOW_MINUTES: u32 = 1_440;
 pub const MAX_RECENT_LIMIT: usize = 1_000;
-
-/// One minute of a window as `HMGET count sum min max` returns it.
-type MinuteRow = (Option<u64>, Option<f64>, Option<f64>, Option<f64>);
 
 /// The read side of a pipeline.
 #[derive(Debug, Clone)]
@@ -154,16 +161,27 @@ impl Query {
         self.settings.borrow().clone()
     }
 
-    fn conn(&self) -> redis::aio::ConnectionManager {
+    fn conn(&self) -> Conn {
         self.store.reader()
+    }
+
+    /// The keys of every partition (one on a single Redis).
+    fn all_keys(&self) -> impl Iterator<Item = &Keys> {
+        (0..self.store.partitions().count()).map(|p| self.store.partition_keys(p))
+    }
+
+    /// The keys of the partition holding `device_id`.
+    fn device_keys(&self, device_id: &str) -> &Keys {
+        self.store
+            .partition_keys(self.store.partitions().of(device_id))
     }
 
     /// Event counts per device.
     pub async fn devices(&self, params: &DeviceParams) -> Result<Vec<DeviceCount>> {
         let limit = params.limit()?;
-        let key = self.store.keys().devices();
-        let mut conn = self.conn();
         if let Some(device) = &params.device_id {
+            let mut conn = self.conn();
+            let key = self.device_keys(device).devices();
             let score: Option<f64> = conn.zscore(&key, device).await?;
             return Ok(score
                 .map(|s| DeviceCount {
@@ -173,22 +191,31 @@ impl Query {
                 .into_iter()
                 .collect());
         }
-        let mut rows: Vec<(String, f64)> = match params.sort {
+        let rows: Vec<(String, f64)> = match params.sort {
             DeviceSort::Count => {
-                let mut rows: Vec<(String, f64)> = conn
-                    .zrevrange_withscores(&key, 0, limit as isize - 1)
-                    .await?;
-                complete_ties(&mut conn, &key, &mut rows, limit).await?;
-                rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                rows
+                let reads = try_join_all(self.all_keys().map(|k| {
+                    let mut conn = self.conn();
+                    async move { top_with_ties(&mut conn, &k.devices(), limit).await }
+                }))
+                .await?;
+                merge::disjoint_top_n(reads, limit)
             }
             DeviceSort::Device => {
-                let mut rows: Vec<(String, f64)> = conn.zrange_withscores(&key, 0, -1).await?;
+                let reads = try_join_all(self.all_keys().map(|k| {
+                    let mut conn = self.conn();
+                    async move {
+                        let rows: Vec<(String, f64)> =
+                            conn.zrange_withscores(k.devices(), 0, -1).await?;
+                        Ok::<_, Error>(rows)
+                    }
+                }))
+                .await?;
+                let mut rows: Vec<(String, f64)> = reads.into_iter().flatten().collect();
                 rows.sort_by(|a, b| a.0.cmp(&b.0));
+                rows.truncate(limit);
                 rows
             }
         };
-        rows.truncate(limit);
         Ok(rows
             .into_iter()
             .map(|(device_id, s)| DeviceCount {
@@ -200,28 +227,37 @@ impl Query {
 
     /// Counts per event type; all known types when `types` is empty.
     pub async fn counters(&self, types: &[String]) -> Result<Counters> {
-        let key = self.store.keys().types();
-        let mut conn = self.conn();
-        let mut counters: Vec<CounterValue> = if types.is_empty() {
-            let all: HashMap<String, u64> = conn.hgetall(&key).await?;
-            all.into_iter()
-                .map(|(event_type, count)| CounterValue { event_type, count })
-                .collect()
-        } else {
-            let values: Vec<Option<u64>> = redis::cmd("HMGET")
-                .arg(&key)
-                .arg(types)
-                .query_async(&mut conn)
-                .await?;
-            types
-                .iter()
-                .zip(values)
-                .map(|(t, c)| CounterValue {
-                    event_type: t.clone(),
-                    count: c.unwrap_or(0),
-                })
-                .collect()
-        };
+        let shares = try_join_all(self.all_keys().map(|k| {
+            let mut conn = self.conn();
+            async move {
+                let key = k.types();
+                let share: Vec<(String, u64)> = if types.is_empty() {
+                    let all: HashMap<String, u64> = conn.hgetall(&key).await?;
+                    all.into_iter().collect()
+                } else {
+                    let values: Vec<Option<u64>> = redis::cmd("HMGET")
+                        .arg(&key)
+                        .arg(types)
+                        .query_async(&mut conn)
+                        .await?;
+                    types
+                        .iter()
+                        .cloned()
+                        .zip(values.into_iter().map(|c| c.unwrap_or(0)))
+                        .collect()
+                };
+                Ok::<_, Error>(share)
+            }
+        }))
+        .await?;
+        let mut sums: HashMap<String, u64> = HashMap::new();
+        for (event_type, count) in shares.into_iter().flatten() {
+            *sums.entry(event_type).or_default() += count;
+        }
+        let mut counters: Vec<CounterValue> = sums
+            .into_iter()
+            .map(|(event_type, count)| CounterValue { event_type, count })
+            .collect();
         counters.sort_by(|a, b| {
             b.count
                 .cmp(&a.count)
@@ -254,12 +290,23 @@ impl Query {
             })?;
         let top_n = check_top_n(top_n)?;
         let bucket = check_bucket(bucket, board.bucket.seconds() as i64, now_ms() / 1000)?;
-        let key = self.store.keys().leaderboard(name, bucket);
-        let mut conn = self.conn();
-        let mut rows: Vec<(String, f64)> = conn
-            .zrevrange_withscores(&key, 0, top_n as isize - 1)
+        let keys: Vec<String> = self
+            .all_keys()
+            .map(|k| k.leaderboard(name, bucket))
+            .collect();
+        // Members are devices: each in one partition. Users or attributes:
+        // in any number of them, their scores summed.
+        let disjoint = board.member == telemetry_config::LeaderboardMember::DeviceId;
+        let rows = if keys.len() == 1 || disjoint {
+            let reads = try_join_all(keys.iter().map(|key| {
+                let mut conn = self.conn();
+                async move { top_with_ties(&mut conn, key, top_n).await }
+            }))
             .await?;
-        complete_ties(&mut conn, &key, &mut rows, top_n).await?;
+            merge::disjoint_top_n(reads, top_n)
+        } else {
+            self.summed_top_n(&keys, top_n).await?
+        };
         Ok(Leaderboard {
             name: name.to_string(),
             bucket,
@@ -286,14 +333,29 @@ impl Query {
         let minutes = check_minutes(minutes)?;
         let now = bucket_start(now_ms() / 1000, 60);
         let starts: Vec<i64> = (0..minutes as i64).rev().map(|i| now - 60 * i).collect();
-        let mut pipe = redis::pipe();
-        for &start in &starts {
-            pipe.cmd("HMGET")
-                .arg(self.store.keys().window_minute(name, start))
-                .arg(&["count", "sum", "min", "max"]);
-        }
-        let mut conn = self.conn();
-        let rows: Vec<MinuteRow> = pipe.query_async(&mut conn).await?;
+        let shares = try_join_all(self.all_keys().map(|k| {
+            let mut pipe = redis::pipe();
+            for &start in &starts {
+                pipe.cmd("HMGET")
+                    .arg(k.window_minute(name, start))
+                    .arg(&["count", "sum", "min", "max"]);
+            }
+            let mut conn = self.conn();
+            async move {
+                let rows: Vec<MinuteRow> = pipe.query_async(&mut conn).await?;
+                Ok::<_, Error>(rows)
+            }
+        }))
+        .await?;
+        let rows = shares
+            .into_iter()
+            .reduce(|a, b| {
+                a.into_iter()
+                    .zip(b)
+                    .map(|(x, y)| merge::merge_minute(x, y))
+                    .collect()
+            })
+            .unwrap_or_default();
         let points: Vec<WindowPoint> = starts
             .iter()
             .zip(rows)
@@ -322,7 +384,11 @@ impl Query {
         let read = if keep > 0 { limit.min(keep) } else { limit };
         let mut conn = self.conn();
         let rows: Vec<Vec<u8>> = conn
-            .lrange(self.store.keys().recent(device_id), 0, read as isize - 1)
+            .lrange(
+                self.device_keys(device_id).recent(device_id),
+                0,
+                read as isize - 1,
+            )
             .await?;
         Ok(rows
             .iter()
@@ -332,13 +398,23 @@ impl Query {
 
     /// Pipeline totals from Redis and this pod's own figures.
     pub async fn stats(&self) -> Result<Stats> {
-        let keys = self.store.keys();
-        let mut conn = self.conn();
-        let (events, devices): (Option<u64>, u64) = redis::pipe()
-            .hget(keys.stats(), "events")
-            .zcard(keys.devices())
-            .query_async(&mut conn)
-            .await?;
+        let shares = try_join_all(self.all_keys().map(|k| {
+            let mut conn = self.conn();
+            async move {
+                let share: (Option<u64>, u64) = redis::pipe()
+                    .hget(k.stats(), "events")
+                    .zcard(k.devices())
+                    .query_async(&mut conn)
+                    .await?;
+                Ok::<_, Error>(share)
+            }
+        }))
+        .await?;
+        let events = shares.iter().map(|s| s.0).reduce(|a, b| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        });
+        let devices: u64 = shares.iter().map(|s| s.1).sum();
         let m = &self.metrics;
         let sum = |v: &prometheus::IntCounterVec| -> u64 {
             use prometheus::core::Collector;
@@ -352,7 +428,7 @@ impl Query {
                 .sum()
         };
         Ok(Stats {
-            events_total: events.unwrap_or(0),
+            events_total: events.flatten().unwrap_or(0),
             devices,
             received_total: sum(&m.received),
             accepted_total: m.accepted.get(),
@@ -366,19 +442,73 @@ impl Query {
     }
 }
 
-/// Extends a top-N read with every member tied with the last one, so the
-/// cut at N is made by our tie rule (member ascending), not Redis's.
-async fn complete_ties(
-    conn: &mut redis::aio::ConnectionManager,
-    key: &str,
-    rows: &mut Vec<(String, f64)>,
-    n: usize,
-) -> Result<()> {
+impl Query {
+    /// The top `n` of members whose scores are summed over the partitions'
+    /// `keys` (threshold algorithm, [`merge::summed_top_n`]): read each
+    /// partition's top k, complete the candidates' totals, and read deeper
+    /// (k × 4) until nothing unread can reach the top n.
+    async fn summed_top_n(&self, keys: &[String], n: usize) -> Result<Vec<(String, f64)>> {
+        let mut k = n;
+        loop {
+            let reads = try_join_all(keys.iter().map(|key| {
+                let mut conn = self.conn();
+                async move {
+                    let (rows, card): (Vec<(String, f64)>, usize) = redis::pipe()
+                        .zrevrange_withscores(key, 0, k as isize - 1)
+                        .zcard(key)
+                        .query_async(&mut conn)
+                        .await?;
+                    Ok::<_, Error>(TopRead {
+                        complete: card <= rows.len(),
+                        rows,
+                    })
+                }
+            }))
+            .await?;
+            let (members, missing) = merge::missing_shares(&reads);
+            let found = try_join_all(keys.iter().zip(&missing).map(|(key, missing)| {
+                let mut conn = self.conn();
+                async move {
+                    if missing.is_empty() {
+                        return Ok::<_, Error>(Vec::new());
+                    }
+                    let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
+                        .arg(key)
+                        .arg(missing)
+                        .query_async(&mut conn)
+                        .await?;
+                    Ok(missing.iter().cloned().zip(scores).collect())
+                }
+            }))
+            .await?;
+            let mut totals: HashMap<String, f64> = members.into_iter().map(|m| (m, 0.0)).collect();
+            let shares = reads
+                .iter()
+                .flat_map(|r| r.rows.iter().map(|(m, s)| (m, Some(*s))))
+                .chain(found.iter().flatten().map(|(m, s)| (m, *s)));
+            for (member, share) in shares {
+                if let (Some(total), Some(share)) = (totals.get_mut(member), share) {
+                    *total += share;
+                }
+            }
+            if let Some(rows) = merge::summed_top_n(&reads, &totals, n) {
+                return Ok(rows);
+            }
+            k *= 4;
+        }
+    }
+}
+
+/// The top `n` of a sorted set, extended with every member tied with the
+/// last one, so the cut at `n` is made by our tie rule (member ascending),
+/// not Redis's.
+async fn top_with_ties(conn: &mut Conn, key: &str, n: usize) -> Result<Vec<(String, f64)>> {
+    let mut rows: Vec<(String, f64)> = conn.zrevrange_withscores(key, 0, n as isize - 1).await?;
     if rows.len() < n {
-        return Ok(());
+        return Ok(rows);
     }
     let Some(&(_, last)) = rows.last() else {
-        return Ok(());
+        return Ok(rows);
     };
     let tied: Vec<(String, f64)> = conn.zrangebyscore_withscores(key, last, last).await?;
     for row in tied {
@@ -386,7 +516,7 @@ async fn complete_ties(
             rows.push(row);
         }
     }
-    Ok(())
+    Ok(rows)
 }
 
 /// Sorts by score (descending) then member, keeps `n`, ranks with ties.

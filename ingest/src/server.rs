@@ -45,7 +45,6 @@ use crate::grpc::{IngestService, QueryService, StreamLimits};
 use crate::health::{self, Health};
 use crate::http::{self, AppState};
 use crate::intake::Intake;
-use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::query::{Query, RateTracker};
 use crate::queue::Queue;
@@ -179,7 +178,7 @@ impl Shared {
         let metrics = Metrics::new();
         let (settings, config_text) = reload::load(args.config.as_ref())?;
         let (settings_tx, settings) = watch::channel(Arc::new(settings));
-        let store = Store::open(&args.redis, Keys::new(&args.pipeline))?;
+        let store = Store::open(&args.redis, &args.pipeline)?;
         let health = Health::new(metrics.clone());
         let keys = match &args.api_keys_file {
             Some(path) => Some(KeyStore::load(path, metrics.auth.clone())?),

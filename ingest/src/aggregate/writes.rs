@@ -42,6 +42,22 @@ pub struct ListWrite<'a> {
     pub values: Vec<&'a [u8]>,
 }
 
+impl<'a> Writes<'a> {
+    /// Every key written, each once, in the order the script first touches
+    /// them.
+    pub fn keys(&self) -> Vec<&'a str> {
+        let mut seen = HashSet::new();
+        self.claims
+            .iter()
+            .map(|c| c.key)
+            .chain(self.groups.iter().map(|g| g.key))
+            .chain(self.lists.iter().map(|l| l.key))
+            .chain(self.expire_at.iter().map(|&(k, _)| k))
+            .filter(|k| seen.insert(*k))
+            .collect()
+    }
+}
+
 impl Plan {
     /// The writes of the flush without the claims in `duplicates` (claim
     /// numbers, as in [`Slot::Claimed`]): their ids are not claimed and

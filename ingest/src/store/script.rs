@@ -25,13 +25,23 @@ pub fn trim_above(keep: u32) -> u32 {
     keep + (keep / 2).max(1)
 }
 
+/// How the script is named: by its SHA1 (`EVALSHA`), or by its source
+/// (`EVAL`, when the server does not have it cached).
+#[derive(Debug, Clone, Copy)]
+pub enum Head<'a> {
+    Sha(&'a str),
+    Source,
+}
+
 /// The `EVALSHA` of one flush, in the argument layout of `flush.lua`:
-/// the script `sha`, the flush's `marker` key, the `writes` of the plan
+/// the script, the flush's `marker` key (and, with `declare`, every key the
+/// flush writes, for Redis Cluster to check), the `writes` of the plan
 /// without the `duplicates` (claim numbers, recorded in the marker's
 /// result), and for each list of `writes` whether its TTL is set again.
 pub fn command(
-    sha: &str,
+    head: Head<'_>,
     marker: &str,
+    declare: bool,
     writes: &Writes<'_>,
     refresh: &[bool],
     duplicates: &HashSet<u32>,
@@ -45,12 +55,25 @@ pub fn command(
         }
         result.push_str(itoa::Buffer::new().format(*d));
     }
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(sha)
-        .arg(1)
-        .arg(marker)
-        .arg(MARKER_TTL_SECONDS)
-        .arg(result);
+    let mut cmd = match head {
+        Head::Sha(sha) => {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(sha);
+            cmd
+        }
+        Head::Source => {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(SOURCE);
+            cmd
+        }
+    };
+    if declare {
+        let keys = writes.keys();
+        cmd.arg(1 + keys.len()).arg(marker).arg(keys);
+    } else {
+        cmd.arg(1).arg(marker);
+    }
+    cmd.arg(MARKER_TTL_SECONDS).arg(result);
     cmd.arg(writes.claims.len());
     for c in &writes.claims {
         cmd.arg(c.key).arg(c.ids.len());
@@ -256,7 +279,14 @@ mod tests {
             expire_at: vec![("w", 1_700_000_000)],
         };
         let duplicates = [7, 1].into_iter().collect();
-        let cmd = command("sha", "m", &writes, &[false, false, true], &duplicates);
+        let cmd = command(
+            Head::Sha("sha"),
+            "m",
+            false,
+            &writes,
+            &[false, false, true],
+            &duplicates,
+        );
         #[rustfmt::skip]
         let expected = [
             "sha", "1", "m",
@@ -286,7 +316,14 @@ mod tests {
 
     #[test]
     fn an_empty_flush_still_sends_every_count() {
-        let cmd = command("sha", "m", &Writes::default(), &[], &HashSet::new());
+        let cmd = command(
+            Head::Sha("sha"),
+            "m",
+            false,
+            &Writes::default(),
+            &[],
+            &HashSet::new(),
+        );
         assert_eq!(
             args(&cmd),
             [

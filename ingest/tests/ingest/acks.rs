@@ -423,8 +423,11 @@ async fn replayed_flush_with_the_same_batch_id_changes_nothing() {
             redis_password: None,
             redis_username: None,
             redis_ca_file: None,
+            redis_cluster_nodes: Vec::new(),
+            redis_partitions: 1,
+            redis_wait_replicas: 0,
         },
-        keys.clone(),
+        &p,
     )
     .unwrap();
     let events = [
@@ -434,7 +437,7 @@ async fn replayed_flush_with_the_same_batch_id_changes_nothing() {
         event("b", None),
     ];
     let plan = Plan::build(&events, &Settings::default(), &keys);
-    let first = store.apply("batch-1", &plan).await.unwrap();
+    let first = store.apply("batch-1", 0, &plan).await.unwrap();
     let Slot::Claimed(second_claim) = plan.slots[2] else {
         panic!("event 2 has an id")
     };
@@ -465,7 +468,7 @@ async fn replayed_flush_with_the_same_batch_id_changes_nothing() {
         dump
     };
     let before = snapshot(&redis);
-    let again = store.apply("batch-1", &plan).await.unwrap();
+    let again = store.apply("batch-1", 0, &plan).await.unwrap();
     assert_eq!(
         again.duplicates, first.duplicates,
         "a replay returns the first result"
@@ -475,7 +478,7 @@ async fn replayed_flush_with_the_same_batch_id_changes_nothing() {
     assert_eq!(redis.events(&p), 3);
     // A new flush id with the same events is a new flush: ids dedup, the
     // id-less events count again.
-    store.apply("batch-2", &plan).await.unwrap();
+    store.apply("batch-2", 0, &plan).await.unwrap();
     assert_eq!(redis.events(&p), 5);
 }
 

@@ -11,6 +11,7 @@ mod model;
 mod proxy;
 mod redis_cluster;
 mod redis_tls;
+mod sharding;
 mod soak;
 mod startup;
 mod support;

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
 use telemetry_ingest::config::RedisArgs;
-use telemetry_ingest::keys::Keys;
 use telemetry_ingest::store::Store;
 
 use crate::support::{
@@ -124,12 +123,15 @@ fn args(url: &str, username: &str, password: &str, ca_file: Option<&Path>) -> Re
         redis_password: Some(password.to_string()),
         redis_username: Some(username.to_string()),
         redis_ca_file: ca_file.map(Path::to_path_buf),
+        redis_cluster_nodes: Vec::new(),
+        redis_partitions: 1,
+        redis_wait_replicas: 0,
     }
 }
 
 /// The error of a PING through a store opened with `args`.
 async fn ping_error(args: &RedisArgs) -> String {
-    let store = Store::open(args, Keys::new("tls")).unwrap();
+    let store = Store::open(args, "tls").unwrap();
     store.ping().await.unwrap_err().to_string()
 }
 
@@ -231,7 +233,7 @@ fn a_ca_file_with_a_plain_redis_url_is_refused_at_startup() {
             PASSWORD,
             Some(&dir.path().join("ca.pem")),
         ),
-        Keys::new("tls"),
+        "tls",
     )
     .unwrap_err()
     .to_string();

@@ -166,11 +166,20 @@ pub struct Ingest {
 impl Ingest {
     /// Starts a server with `telemetry-ingest` flags (listen flags are added).
     pub async fn start(redis_url: &str, pipeline: &str, flags: &[&str]) -> Ingest {
+        Ingest::start_on(format!("--redis-url={redis_url}"), pipeline, flags).await
+    }
+
+    /// Starts a server on the Redis Cluster of seed nodes `seeds`.
+    pub async fn start_cluster(seeds: &str, pipeline: &str, flags: &[&str]) -> Ingest {
+        Ingest::start_on(format!("--redis-cluster-nodes={seeds}"), pipeline, flags).await
+    }
+
+    async fn start_on(redis: String, pipeline: &str, flags: &[&str]) -> Ingest {
         let mut argv = vec![
             "telemetry-ingest".to_string(),
             "--grpc-listen=127.0.0.1:0".into(),
             "--http-listen=127.0.0.1:0".into(),
-            format!("--redis-url={redis_url}"),
+            redis,
             format!("--pipeline={pipeline}"),
         ];
         argv.extend(flags.iter().map(|s| s.to_string()));
