@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build demo demo-stop demo-cluster demo-cluster-stop images test lint audit fmt crds bench bench-autoscaler soak fuzz testenv-up testenv-down
+.PHONY: setup build demo demo-stop demo-cluster demo-cluster-stop images test lint audit fmt crds bench bench-shards bench-autoscaler soak fuzz testenv-up testenv-down
 
 setup:
 	@scripts/setup
@@ -59,9 +59,15 @@ crds:
 	mkdir -p charts/telemetry-pipeline/crds
 	cp crds/telemetrypipelines.yaml charts/telemetry-pipeline/crds/telemetrypipelines.yaml
 
-## Throughput and latency of the ingest path; writes figures to stdout.
+## Throughput and latency of the ingest path, then the cost of a sharded
+## pipeline (3-shard Redis Cluster against one Redis); figures to stdout.
 bench: setup
 	@scripts/bench
+	@scripts/bench-shards
+
+## A sharded pipeline only: Redis CPU per event per shard, spread, query latency.
+bench-shards: setup
+	@scripts/bench-shards
 
 ## Ten minutes of steady load at half the maximum, every aggregation on:
 ## memory, file descriptors, Redis memory and p99 sampled every 10 s, with a

@@ -30,6 +30,7 @@ mod fixtures;
 
 use foldhash::HashMap;
 
+pub use event_ops::member_of;
 pub use parts::FlushPlan;
 pub use settings::Settings;
 pub use writes::{ClaimWrite, ListWrite, OpGroup, Writes};
@@ -95,6 +96,24 @@ pub enum Expiry {
     At(i64),
     /// `EXPIRE key seconds` (refreshed by every flush that touches the key)
     In(u32),
+}
+
+/// What of an event a plan takes. On Redis Cluster an event's writes live
+/// in its device's partition, except its scores on leaderboards of users or
+/// attributes, which live in their member's partition (so that members are
+/// disjoint across partitions); those go in the plans of the members'
+/// partitions, each claimed there on its own (in the member-claims set) so
+/// that every part is idempotent per event.
+#[derive(Debug, Clone, Copy)]
+pub enum Share<'a> {
+    /// All of it (a single Redis).
+    Whole,
+    /// All but the leaderboards flagged (by index in the settings): their
+    /// members are in other partitions.
+    Home { elsewhere: &'a [bool] },
+    /// Only the leaderboards flagged, claimed in the member-claims set; the
+    /// event's outcome is its home share's, so no slot is added.
+    Members { boards: &'a [bool] },
 }
 
 /// What happened to each event of the batch, by position.
@@ -200,6 +219,8 @@ struct List {
 #[derive(Debug)]
 struct ClaimGroup {
     hour: i64,
+    /// The member-claims set rather than the dedup set.
+    members: bool,
     key: u32,
     /// event id → claim
     ids: HashMap<String, u32>,
@@ -278,8 +299,19 @@ impl Plan {
 
     /// Adds one event.
     pub fn add(&mut self, e: &Event, settings: &Settings, keys: &Keys) {
+        self.add_share(e, settings, keys, Share::Whole);
+    }
+
+    /// Adds the `share` of one event.
+    pub fn add_share(&mut self, e: &Event, settings: &Settings, keys: &Keys, share: Share<'_>) {
+        let members = matches!(share, Share::Members { .. });
+        let slot = |plan: &mut Plan, s: Slot| {
+            if !members {
+                plan.slots.push(s);
+            }
+        };
         if settings.drops(e) {
-            self.slots.push(Slot::Dropped);
+            slot(self, Slot::Dropped);
             return;
         }
         let config = &settings.config;
@@ -287,8 +319,8 @@ impl Plan {
             (Some(id), true) => {
                 let claim = self.claims.len() as u32;
                 let hour = bucket_start(e.timestamp.div_euclid(1000), DEDUP_BUCKET_SECONDS);
-                let group = self.claim_group(hour, config.dedup.ttl_seconds, keys);
-                self.slots.push(Slot::Claimed(claim));
+                let group = self.claim_group(hour, config.dedup.ttl_seconds, keys, members);
+                slot(self, Slot::Claimed(claim));
                 let at = self.contributions.len() as u32;
                 self.claims.push(Claim { start: at, end: at });
                 let ids = &mut self.groups[group].ids;
@@ -301,11 +333,11 @@ impl Plan {
                 Some(claim)
             }
             _ => {
-                self.slots.push(Slot::Counted);
+                slot(self, Slot::Counted);
                 None
             }
         };
-        self.event_ops(e, settings, keys, claim);
+        self.event_ops(e, settings, keys, claim, share);
         if let Some(c) = claim {
             self.claims[c as usize].end = self.contributions.len() as u32;
         }
@@ -353,16 +385,28 @@ impl Plan {
         self.buckets.len() - 1
     }
 
-    fn claim_group(&mut self, hour: i64, ttl_seconds: u32, keys: &Keys) -> usize {
-        if let Some(i) = self.groups.iter().position(|g| g.hour == hour) {
+    /// The claims set of `hour`: the dedup set, or with `members` the
+    /// member-claims set (see [`Share::Members`]).
+    fn claim_group(&mut self, hour: i64, ttl_seconds: u32, keys: &Keys, members: bool) -> usize {
+        if let Some(i) = self
+            .groups
+            .iter()
+            .position(|g| g.hour == hour && g.members == members)
+        {
             return i;
         }
         let expire_at = hour + DEDUP_BUCKET_SECONDS + ttl_seconds as i64;
-        let key = self.key(keys.dedup(hour), Some(Expiry::At(expire_at)));
+        let name = if members {
+            keys.member_claims(hour)
+        } else {
+            keys.dedup(hour)
+        };
+        let key = self.key(name, Some(Expiry::At(expire_at)));
         // SMISMEMBER, SADD
         self.commands += 2;
         self.groups.push(ClaimGroup {
             hour,
+            members,
             key,
             ids: HashMap::default(),
         });

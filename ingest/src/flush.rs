@@ -6,7 +6,8 @@
 //! are in flight, and while they are, chunks pile up and the next flush takes
 //! them (up to `batch_size` events, or until the flush's estimated Redis time
 //! reaches its budget, `--flush-budget-us`: a flush ends at the chunk
-//! boundary nearest to the budget). Under light load an event is flushed as
+//! boundary nearest to the budget; on Redis Cluster both bounds apply to
+//! each partition's part, one script call on its shard). Under light load an event is flushed as
 //! soon as it arrives; under heavy load every flush is full.
 //!
 //! Chunks are planned as they are taken (the plan estimates what the flush
@@ -82,8 +83,7 @@ pub async fn run(
         let mut plan = FlushPlan::new(partitions, last_size);
         let add = |plan: &mut FlushPlan, chunk: &Chunk| {
             for event in &chunk.events {
-                let p = store.partitions().of(&event.device_id);
-                plan.add(event, &settings, p, store.partition_keys(p));
+                plan.add(event, &settings, store.partitions(), store.all_keys());
             }
         };
         add(&mut plan, &first);
@@ -91,7 +91,9 @@ pub async fn run(
         let linger_until = tokio::time::Instant::now() + options.linger;
         // The budget in the plan's (uncalibrated) units.
         let budget = options.budget_micros / context.calibration.factor();
-        while plan.events() < options.batch_size && plan.cost_micros() < budget {
+        // Both bounds hold per part: on a cluster each part is one script
+        // call on its shard, as large as a single Redis's whole flush.
+        while plan.largest_part_events() < options.batch_size && plan.largest_part_cost() < budget {
             let next = match rx.try_recv() {
                 Ok(chunk) => Some(chunk),
                 Err(_) if options.linger.is_zero() => None,
@@ -101,8 +103,10 @@ pub async fn run(
                     .flatten(),
             };
             let Some(chunk) = next else { break };
+            // Events spread over the parts alike, so the largest part grows
+            // with the events at its cost per event of the whole flush.
             if !take_next_chunk(
-                plan.cost_micros(),
+                plan.largest_part_cost(),
                 plan.events(),
                 chunk.events.len(),
                 budget,
@@ -195,10 +199,13 @@ impl FlushContext {
         for chunk in chunks {
             let mut outcome = ChunkOutcome::default();
             let mut error = None;
-            for (part, slot) in slots.by_ref().take(chunk.events.len()) {
-                let duplicates = match &results[part] {
-                    Ok(applied) => &applied.duplicates,
-                    Err(e) => {
+            for (part, slot, members) in slots.by_ref().take(chunk.events.len()) {
+                let failed = members
+                    .iter()
+                    .find_map(|&m| results[m as usize].as_ref().err());
+                let duplicates = match (&results[part], failed) {
+                    (Ok(applied), None) => &applied.duplicates,
+                    (Err(e), _) | (_, Some(e)) => {
                         error.get_or_insert_with(|| e.for_waiter());
                         continue;
                     }

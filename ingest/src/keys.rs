@@ -54,6 +54,13 @@ impl Keys {
         format!("{}dedup:{hour_start}", self.prefix)
     }
 
+    /// SET of the ids of events whose leaderboard scores this partition
+    /// holds for members of its own while the events live in other
+    /// partitions (Redis Cluster), by the hour of the event time.
+    pub fn member_claims(&self, hour_start: i64) -> String {
+        format!("{}mclaims:{hour_start}", self.prefix)
+    }
+
     /// STRING marker of an applied flush; its value is the flush's result.
     pub fn batch(&self, batch_id: &str) -> String {
         format!("{}batch:{batch_id}", self.prefix)
@@ -97,6 +104,7 @@ mod tests {
             k.types(),
             k.stats(),
             k.dedup(3600),
+            k.member_claims(3600),
             k.batch("b1"),
             k.window_minute("revenue", 60),
             k.window_hour("revenue", 3600),

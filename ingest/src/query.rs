@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::queue::DepthGauge;
 use crate::store::{Conn, Store};
 use crate::{Error, Result};
-use merge::{MinuteRow, TopRead};
+use merge::MinuteRow;
 
 pub const DEFAULT_DEVICE_LIMIT: usize = 100;
 pub const MAX_DEVICE_LIMIT: usize = 10_000;
@@ -290,23 +290,14 @@ impl Query {
             })?;
         let top_n = check_top_n(top_n)?;
         let bucket = check_bucket(bucket, board.bucket.seconds() as i64, now_ms() / 1000)?;
-        let keys: Vec<String> = self
-            .all_keys()
-            .map(|k| k.leaderboard(name, bucket))
-            .collect();
-        // Members are devices: each in one partition. Users or attributes:
-        // in any number of them, their scores summed.
-        let disjoint = board.member == telemetry_config::LeaderboardMember::DeviceId;
-        let rows = if keys.len() == 1 || disjoint {
-            let reads = try_join_all(keys.iter().map(|key| {
-                let mut conn = self.conn();
-                async move { top_with_ties(&mut conn, key, top_n).await }
-            }))
-            .await?;
-            merge::disjoint_top_n(reads, top_n)
-        } else {
-            self.summed_top_n(&keys, top_n).await?
-        };
+        // Each member is scored in one partition (its device's or its own).
+        let reads = try_join_all(self.all_keys().map(|k| {
+            let mut conn = self.conn();
+            let key = k.leaderboard(name, bucket);
+            async move { top_with_ties(&mut conn, &key, top_n).await }
+        }))
+        .await?;
+        let rows = merge::disjoint_top_n(reads, top_n);
         Ok(Leaderboard {
             name: name.to_string(),
             bucket,
@@ -439,63 +430,6 @@ impl Query {
             redis_ok: self.health.redis_up(),
             accepted_per_second: self.rate.per_second(),
         })
-    }
-}
-
-impl Query {
-    /// The top `n` of members whose scores are summed over the partitions'
-    /// `keys` (threshold algorithm, [`merge::summed_top_n`]): read each
-    /// partition's top k, complete the candidates' totals, and read deeper
-    /// (k × 4) until nothing unread can reach the top n.
-    async fn summed_top_n(&self, keys: &[String], n: usize) -> Result<Vec<(String, f64)>> {
-        let mut k = n;
-        loop {
-            let reads = try_join_all(keys.iter().map(|key| {
-                let mut conn = self.conn();
-                async move {
-                    let (rows, card): (Vec<(String, f64)>, usize) = redis::pipe()
-                        .zrevrange_withscores(key, 0, k as isize - 1)
-                        .zcard(key)
-                        .query_async(&mut conn)
-                        .await?;
-                    Ok::<_, Error>(TopRead {
-                        complete: card <= rows.len(),
-                        rows,
-                    })
-                }
-            }))
-            .await?;
-            let (members, missing) = merge::missing_shares(&reads);
-            let found = try_join_all(keys.iter().zip(&missing).map(|(key, missing)| {
-                let mut conn = self.conn();
-                async move {
-                    if missing.is_empty() {
-                        return Ok::<_, Error>(Vec::new());
-                    }
-                    let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
-                        .arg(key)
-                        .arg(missing)
-                        .query_async(&mut conn)
-                        .await?;
-                    Ok(missing.iter().cloned().zip(scores).collect())
-                }
-            }))
-            .await?;
-            let mut totals: HashMap<String, f64> = members.into_iter().map(|m| (m, 0.0)).collect();
-            let shares = reads
-                .iter()
-                .flat_map(|r| r.rows.iter().map(|(m, s)| (m, Some(*s))))
-                .chain(found.iter().flatten().map(|(m, s)| (m, *s)));
-            for (member, share) in shares {
-                if let (Some(total), Some(share)) = (totals.get_mut(member), share) {
-                    *total += share;
-                }
-            }
-            if let Some(rows) = merge::summed_top_n(&reads, &totals, n) {
-                return Ok(rows);
-            }
-            k *= 4;
-        }
     }
 }
 

@@ -108,6 +108,11 @@ impl Store {
         &self.keys[0]
     }
 
+    /// The keys of every partition, by partition.
+    pub fn all_keys(&self) -> &[Keys] {
+        &self.keys
+    }
+
     /// The keys of partition `p`.
     pub fn partition_keys(&self, p: usize) -> &Keys {
         &self.keys[p]

@@ -2,9 +2,11 @@
 //! (events, per device, per event type), the time windows, the
 //! leaderboards and the recent-events lists.
 
-use telemetry_config::{AggregationConfig, LeaderboardMember, LeaderboardScore, WindowAggregate};
+use telemetry_config::{
+    AggregationConfig, LeaderboardConfig, LeaderboardMember, LeaderboardScore, WindowAggregate,
+};
 
-use super::{BucketTag, Expiry, List, OpKind, Plan, Settings};
+use super::{BucketTag, Expiry, List, OpKind, Plan, Settings, Share};
 use crate::event::Event;
 use crate::keys::{Keys, bucket_start};
 
@@ -17,12 +19,17 @@ impl Plan {
         settings: &Settings,
         keys: &Keys,
         claim: Option<u32>,
+        share: Share<'_>,
     ) {
         let config = &settings.config;
-        self.counter_ops(e, config, keys, claim);
-        self.window_ops(e, config, keys, claim);
-        self.leaderboard_ops(e, config, keys, claim);
-        self.recent_value(e, config, keys, claim);
+        if !matches!(share, Share::Members { .. }) {
+            self.counter_ops(e, config, keys, claim);
+            self.window_ops(e, config, keys, claim);
+        }
+        self.leaderboard_ops(e, config, keys, claim, share);
+        if !matches!(share, Share::Members { .. }) {
+            self.recent_value(e, config, keys, claim);
+        }
     }
 
     /// The stats key's event count, and the per-device and per-type counts
@@ -123,29 +130,27 @@ impl Plan {
     }
 
     /// The event's member's score in the current bucket of each leaderboard
-    /// of its type; events without a member are left out.
+    /// of its type (those of the `share`); events without a member are left
+    /// out.
     fn leaderboard_ops(
         &mut self,
         e: &Event,
         config: &AggregationConfig,
         keys: &Keys,
         claim: Option<u32>,
+        share: Share<'_>,
     ) {
         let secs = e.timestamp.div_euclid(1000);
         for (l_index, l) in config.leaderboards.iter().enumerate() {
-            if l.event_type.as_ref().is_some_and(|t| *t != e.event_type) {
+            let here = match share {
+                Share::Whole => true,
+                Share::Home { elsewhere } => !elsewhere.get(l_index).copied().unwrap_or(false),
+                Share::Members { boards } => boards.get(l_index).copied().unwrap_or(false),
+            };
+            if !here {
                 continue;
             }
-            let member = match l.member {
-                LeaderboardMember::UserId => e.user_id.as_deref(),
-                LeaderboardMember::DeviceId => Some(e.device_id.as_str()),
-                LeaderboardMember::Attribute => l
-                    .member_attribute
-                    .as_deref()
-                    .and_then(|a| e.attributes.get(a))
-                    .map(String::as_str),
-            };
-            let Some(member) = member.filter(|m| !m.is_empty()) else {
+            let Some(member) = member_of(l, e) else {
                 continue;
             };
             let len = l.bucket.seconds() as i64;
@@ -206,6 +211,24 @@ impl Plan {
             self.values += 1;
         }
     }
+}
+
+/// The member an event scores on leaderboard `l`: none when the board is
+/// for another event type or the event lacks the member's field.
+pub fn member_of<'e>(l: &LeaderboardConfig, e: &'e Event) -> Option<&'e str> {
+    if l.event_type.as_ref().is_some_and(|t| *t != e.event_type) {
+        return None;
+    }
+    let member = match l.member {
+        LeaderboardMember::UserId => e.user_id.as_deref(),
+        LeaderboardMember::DeviceId => Some(e.device_id.as_str()),
+        LeaderboardMember::Attribute => l
+            .member_attribute
+            .as_deref()
+            .and_then(|a| e.attributes.get(a))
+            .map(String::as_str),
+    };
+    member.filter(|m| !m.is_empty())
 }
 
 #[cfg(test)]

@@ -1,21 +1,8 @@
 //! How the partitions' shares of an aggregate become the answer one Redis
-//! would give (pure). Device counts, and leaderboards of devices, are
-//! disjoint across partitions (a device lives in one): the union of each
-//! partition's top N, ties included, holds the global top N. A leaderboard
-//! of users or attributes may hold a member in several partitions, its
-//! score the sum of its shares: the top N is found with the threshold
-//! algorithm ([`summed_top_n`]), reading deeper until no member left unread
-//! can reach it.
-
-use std::collections::HashMap;
-
-/// One partition's rows of a sorted set, best first, as far as read.
-#[derive(Debug, Clone, Default)]
-pub struct TopRead {
-    pub rows: Vec<(String, f64)>,
-    /// The read holds every member of the partition.
-    pub complete: bool,
-}
+//! would give (pure). Device counts and leaderboards are disjoint across
+//! partitions (a device, a user, an attribute value is scored in one
+//! partition only): the union of each partition's top N, ties included,
+//! holds the global top N. Windows add counts and sums and keep extremes.
 
 /// The order of an answer: score descending, then member ascending.
 pub fn order(rows: &mut [(String, f64)]) {
@@ -29,61 +16,6 @@ pub fn disjoint_top_n(reads: Vec<Vec<(String, f64)>>, n: usize) -> Vec<(String, 
     order(&mut rows);
     rows.truncate(n);
     rows
-}
-
-/// The most a member that no read has returned can score: in a partition
-/// read completely it has nothing; in another, at most the last score read
-/// there, or nothing (it may be absent).
-pub fn unread_bound(reads: &[TopRead]) -> f64 {
-    reads
-        .iter()
-        .filter(|r| !r.complete)
-        .map(|r| r.rows.last().map_or(0.0, |&(_, s)| s.max(0.0)))
-        .sum()
-}
-
-/// The top `n` of summed shares, if the reads settle it: `totals` holds
-/// the exact total (every partition's share) of each member some read
-/// returned. Settled when every read is complete, or when the `n`-th total
-/// is above [`unread_bound`] (strictly: an unread member with an equal
-/// total and a smaller name would rank before it). `None`: read deeper.
-pub fn summed_top_n(
-    reads: &[TopRead],
-    totals: &HashMap<String, f64>,
-    n: usize,
-) -> Option<Vec<(String, f64)>> {
-    let mut rows: Vec<(String, f64)> = totals.iter().map(|(m, &s)| (m.clone(), s)).collect();
-    order(&mut rows);
-    rows.truncate(n);
-    let settled = reads.iter().all(|r| r.complete)
-        || (rows.len() == n && rows.last().is_some_and(|&(_, s)| s > unread_bound(reads)));
-    settled.then_some(rows)
-}
-
-/// The members some read returned, each once, and in which partitions
-/// their share is not known from the reads (a partition read completely
-/// without it holds none).
-pub fn missing_shares(reads: &[TopRead]) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut members: Vec<String> = reads
-        .iter()
-        .flat_map(|r| r.rows.iter().map(|(m, _)| m.clone()))
-        .collect();
-    members.sort();
-    members.dedup();
-    let missing = reads
-        .iter()
-        .map(|r| {
-            if r.complete {
-                return Vec::new();
-            }
-            members
-                .iter()
-                .filter(|m| !r.rows.iter().any(|(x, _)| x == *m))
-                .cloned()
-                .collect()
-        })
-        .collect();
-    (members, missing)
 }
 
 /// Count, sum, min and max of one minute of a window, as `HMGET count sum
@@ -128,98 +60,6 @@ mod tests {
             3,
         );
         assert_eq!(merged, rows(&[("d", 9.0), ("a", 5.0), ("b", 5.0)]));
-    }
-
-    /// The global top n computed directly from every partition's full set.
-    fn brute(parts: &[Vec<(String, f64)>], n: usize) -> Vec<(String, f64)> {
-        let mut totals: HashMap<String, f64> = HashMap::new();
-        for p in parts {
-            for (m, s) in p {
-                *totals.entry(m.clone()).or_default() += s;
-            }
-        }
-        let mut all: Vec<_> = totals.into_iter().collect();
-        order(&mut all);
-        all.truncate(n);
-        all
-    }
-
-    /// The threshold algorithm as the query runs it, over in-memory sets.
-    fn threshold(parts: &[Vec<(String, f64)>], n: usize) -> (Vec<(String, f64)>, usize) {
-        let mut k = n;
-        loop {
-            let reads: Vec<TopRead> = parts
-                .iter()
-                .map(|p| {
-                    let mut sorted = p.clone();
-                    order(&mut sorted);
-                    let complete = sorted.len() <= k;
-                    sorted.truncate(k);
-                    TopRead {
-                        rows: sorted,
-                        complete,
-                    }
-                })
-                .collect();
-            let (members, _) = missing_shares(&reads);
-            let totals = members
-                .iter()
-                .map(|m| {
-                    let t = parts
-                        .iter()
-                        .flat_map(|p| p.iter().filter(|(x, _)| x == m).map(|&(_, s)| s))
-                        .sum();
-                    (m.clone(), t)
-                })
-                .collect();
-            if let Some(top) = summed_top_n(&reads, &totals, n) {
-                return (top, k);
-            }
-            k *= 2;
-        }
-    }
-
-    #[test]
-    fn summed_shares_give_the_global_top_n_whatever_the_spread() {
-        // Deterministic pseudo-random sets: members shared by partitions,
-        // integer and negative scores, many ties.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for case in 0..300 {
-            let p = 1 + (next() % 4) as usize;
-            let members = 1 + (next() % 40) as usize;
-            let shift = if case % 5 == 0 { 3.0 } else { 0.0 };
-            let mut parts: Vec<Vec<(String, f64)>> = vec![Vec::new(); p];
-            for part in parts.iter_mut() {
-                for m in 0..members {
-                    if next() % 3 != 0 {
-                        part.push((format!("u{m:02}"), (next() % 7) as f64 - shift));
-                    }
-                }
-            }
-            let n = 1 + (next() % 10) as usize;
-            let (top, _) = threshold(&parts, n);
-            assert_eq!(top, brute(&parts, n), "case {case}: {parts:?}");
-        }
-    }
-
-    #[test]
-    fn a_clear_leader_settles_without_reading_everything() {
-        let big: Vec<(String, f64)> = (0..1000).map(|i| (format!("m{i:04}"), 1.0)).collect();
-        let mut a = big.clone();
-        a.push(("top".into(), 500.0));
-        let mut b = big;
-        b.push(("top".into(), 400.0));
-        let (top, k) = threshold(&[a, b], 1);
-        assert_eq!(top, rows(&[("top", 900.0)]));
-        // The first read (k = 1) cannot exclude an unread member at 500 +
-        // 400 with a smaller name; the second bounds the rest at 1 + 1.
-        assert_eq!(k, 2, "settled by the second read, not all 1001 rows");
     }
 
     #[test]

@@ -171,9 +171,14 @@ async fn a_three_shard_pipeline_answers_exactly_what_a_single_redis_does() {
     sharded.stop().await;
 }
 
-/// Events stored and per-device totals of pipeline `p`, read from every
-/// partition straight from the cluster.
-fn stored(cluster: &RedisCluster, p: &str) -> (u64, u64) {
+/// The fault tests' config: a leaderboard of users, so that every event
+/// also has a share in its user's partition.
+const USERS_BOARD: &str =
+    "leaderboards: [{ name: users, member: userId, score: count, bucket: day }]";
+
+/// Events stored, per-device totals and `users` leaderboard totals of
+/// pipeline `p`, read from every partition straight from the cluster.
+fn stored(cluster: &RedisCluster, p: &str) -> (u64, u64, u64) {
     let client = redis::cluster::ClusterClient::new(
         cluster
             .seeds()
@@ -184,17 +189,34 @@ fn stored(cluster: &RedisCluster, p: &str) -> (u64, u64) {
     .unwrap();
     let mut conn = client.get_connection().unwrap();
     let partitions = Partitions::sharded(p, DEFAULT_PARTITIONS);
-    let (mut events, mut devices) = (0, 0.0);
+    // The day buckets the events of a test can fall in.
+    let now = telemetry_ingest::intake::now_ms() / 1000;
+    let mut days = vec![now - now % 86_400, (now - 120) - (now - 120) % 86_400];
+    days.dedup();
+    let (mut events, mut devices, mut users) = (0, 0.0, 0.0);
+    let sum = |rows: Vec<(String, f64)>| rows.iter().map(|(_, s)| s).sum::<f64>();
     for i in 0..partitions.count() {
         let tag = partitions.tag(i);
         let e: Option<u64> = conn.hget(format!("tp:{{{tag}}}:stats"), "events").unwrap();
         events += e.unwrap_or(0);
-        let rows: Vec<(String, f64)> = conn
+        devices += sum(conn
             .zrange_withscores(format!("tp:{{{tag}}}:devices"), 0, -1)
-            .unwrap();
-        devices += rows.iter().map(|(_, s)| s).sum::<f64>();
+            .unwrap());
+        for day in &days {
+            users += sum(conn
+                .zrange_withscores(format!("tp:{{{tag}}}:lb:users:{day}"), 0, -1)
+                .unwrap());
+        }
     }
-    (events, devices as u64)
+    (events, devices as u64, users as u64)
+}
+
+/// A config file with [`USERS_BOARD`], and its `--config` flag.
+fn users_board() -> (tempfile::NamedTempFile, String) {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), USERS_BOARD).unwrap();
+    let flag = format!("--config={}", config.path().display());
+    (config, flag)
 }
 
 /// Load through the fault: 200 devices, retried as telemetryctl does.
@@ -234,9 +256,13 @@ fn assert_stored_exactly_once(cluster: &RedisCluster, p: &str, summary: &Summary
         acknowledged, summary.sent,
         "every event sent was acknowledged"
     );
-    let (events, devices) = stored(cluster, p);
+    let (events, devices, users) = stored(cluster, p);
     assert_eq!(events, acknowledged, "stored = acknowledged: {summary:?}");
     assert_eq!(devices, acknowledged, "per-device counts agree");
+    assert_eq!(
+        users, acknowledged,
+        "the users leaderboard (other partitions) agrees"
+    );
 }
 
 // The cluster's support blocks (std I/O, waits): on a runtime of its own
@@ -246,7 +272,13 @@ async fn a_primary_killed_mid_load_loses_and_doubles_no_acknowledged_event() {
     let mut cluster = RedisCluster::start(3, 1);
     let p = pipeline("shard-kill");
     // A flush is acknowledged once its shard's replica holds it too.
-    let ingest = Ingest::start_cluster(&cluster.seeds(), &p, &["--redis-wait-replicas=1"]).await;
+    let (_config, flag) = users_board();
+    let ingest = Ingest::start_cluster(
+        &cluster.seeds(),
+        &p,
+        &["--redis-wait-replicas=1", flag.as_str()],
+    )
+    .await;
     let sender = tokio::spawn(send(cluster_load(&ingest, 30_000)));
     wait_flowing(&cluster, &p, 6_000).await;
     let at_kill = stored(&cluster, &p).0;
@@ -275,7 +307,8 @@ async fn a_primary_killed_mid_load_loses_and_doubles_no_acknowledged_event() {
 async fn slots_moved_to_a_new_shard_under_load_lose_and_double_no_event() {
     let mut cluster = RedisCluster::start(3, 0);
     let p = pipeline("shard-move");
-    let ingest = Ingest::start_cluster(&cluster.seeds(), &p, &[]).await;
+    let (_config, flag) = users_board();
+    let ingest = Ingest::start_cluster(&cluster.seeds(), &p, &[flag.as_str()]).await;
     // 15 s of load; the slots move within it.
     let n = 60_000;
     let sender = tokio::spawn(send(SendArgs {
