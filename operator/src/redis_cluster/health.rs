@@ -122,3 +122,45 @@ pub fn summarize(layout: Layout, pods: &[Pod]) -> Health {
         message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis_cluster::fixture::Sim;
+
+    #[test]
+    fn health_names_what_is_missing() {
+        let mut sim = Sim::formed(3, 1);
+        sim.pods[4].up = false;
+        sim.pods[0].migrating.push((5, 1));
+        let health = summarize(
+            Layout {
+                shards: 3,
+                replicas_per_shard: 1,
+            },
+            &sim.observe(),
+        );
+        assert_eq!(
+            health.message,
+            "3 of 3 shards serving 16384 slots, replicas 1/0/1; 1 pod unreachable; 1 slot open"
+        );
+        assert!(!health.serving());
+        sim.pods[2].up = false;
+        let health = summarize(
+            Layout {
+                shards: 3,
+                replicas_per_shard: 1,
+            },
+            &sim.observe(),
+        );
+        assert_eq!(health.slots_served, 10923);
+        assert!(
+            health
+                .message
+                .starts_with("2 of 3 shards serving 10923 of 16384 slots"),
+            "{}",
+            health.message
+        );
+        assert_eq!(health.states[2], None);
+    }
+}

@@ -96,7 +96,10 @@ pub enum Plan {
     Wait(String),
     /// Nothing will be done until the spec or the pods change: why.
     Blocked(String),
-    /// The cluster is as desired.
+    /// The cluster is as desired, as far as the pods allow: every pod
+    /// reachable and agreeing, every slot in its share, no slot open, every
+    /// node `cluster_state:ok`, and as many replicas as there were pods for
+    /// (fewer pods than S×(1+R) show in the health, not here).
     Converged,
 }
 

@@ -315,6 +315,60 @@ fn failing_links_handshakes_and_a_failed_state_wait() {
 }
 
 #[test]
+fn a_meet_in_flight_is_not_repeated() {
+    let sim = Sim::fresh(2);
+    let mut pods = sim.observe();
+    let Ok(seen) = &mut pods[0].seen else {
+        unreachable!()
+    };
+    let mut pending = seen.view.nodes[0].clone();
+    pending.flags.handshake = true;
+    pending.flags.myself = false;
+    pending.id = format!("{:040x}", 0x5eed);
+    seen.view.nodes.push(pending);
+    assert_eq!(
+        plan(layout(2, 0), &pods),
+        Plan::Wait("pod 0 is in a handshake".into())
+    );
+}
+
+#[test]
+fn steps_read_as_what_they_do() {
+    let steps = [
+        Step::Meet { node: 0, peer: 2 },
+        Step::AssignSlots {
+            node: 1,
+            ranges: vec![SlotRange::new(0, 9), SlotRange::new(12, 12)],
+        },
+        Step::Replicate {
+            node: 4,
+            primary: 1,
+        },
+        Step::CloseSlot {
+            slot: 7,
+            from: 0,
+            to: 2,
+        },
+        Step::MoveSlots {
+            from: 0,
+            to: 3,
+            slots: SlotRange::new(4096, 4351),
+        },
+    ];
+    let text: Vec<String> = steps.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        text,
+        [
+            "pod 0 meets pod 2",
+            "pod 1 takes slots 0-9,12",
+            "pod 4 replicates pod 1",
+            "slot 7 left open finishes moving from pod 0 to pod 2",
+            "slots 4096-4351 move from pod 0 to pod 3",
+        ]
+    );
+}
+
+#[test]
 fn a_pod_that_lost_its_data_rejoins_as_a_replica() {
     let mut sim = Sim::formed(3, 1);
     // Pod 3 (the replica of pod 0) comes back empty under a new ID.
@@ -344,28 +398,4 @@ fn two_pods_claiming_one_slot_wait_for_redis_to_settle_it() {
     assert!(
         matches!(plan(layout(3, 0), &sim.observe()), Plan::Wait(w) if w.contains("both claim slot 0"))
     );
-}
-
-#[test]
-fn health_names_what_is_missing() {
-    let mut sim = Sim::formed(3, 1);
-    sim.pods[4].up = false;
-    sim.pods[0].migrating.push((5, 1));
-    let health = summarize(layout(3, 1), &sim.observe());
-    assert_eq!(
-        health.message,
-        "3 of 3 shards serving 16384 slots, replicas 1/0/1; 1 pod unreachable; 1 slot open"
-    );
-    assert!(!health.serving());
-    sim.pods[2].up = false;
-    let health = summarize(layout(3, 1), &sim.observe());
-    assert_eq!(health.slots_served, 10923);
-    assert!(
-        health
-            .message
-            .starts_with("2 of 3 shards serving 10923 of 16384 slots"),
-        "{}",
-        health.message
-    );
-    assert_eq!(health.states[2], None);
 }
