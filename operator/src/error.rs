@@ -53,6 +53,22 @@ pub enum Error {
         source: kube_lease_manager::LeaseManagerError,
     },
 
+    /// A command to a node of a managed Redis Cluster failed while forming,
+    /// healing or resharding it; the next round observes again and retries.
+    #[error("Redis Cluster node {node}: {action}: {source}")]
+    RedisCluster {
+        /// `host:port` of the node.
+        node: String,
+        /// The command, e.g. "CLUSTER SETSLOT MIGRATING".
+        action: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// The address of a managed Redis Cluster's pod does not resolve.
+    #[error("Redis Cluster pod {addr} does not resolve: {detail}")]
+    RedisClusterAddress { addr: String, detail: String },
+
     /// This replica led and no longer holds the Lease: it stopped reconciling
     /// at once, and exits so that it comes back as a follower.
     #[error("lost the Lease {lease}: {reason}; stopped reconciling")]
@@ -95,6 +111,8 @@ impl Error {
             | Error::Metrics(_)
             | Error::DeletionCostNotVisible { .. }
             | Error::Lease { .. }
+            | Error::RedisCluster { .. }
+            | Error::RedisClusterAddress { .. }
             | Error::LeadershipLost { .. } => false,
         }
     }
@@ -122,6 +140,8 @@ impl Error {
             Error::Metrics(_) => "Metrics",
             Error::Lease { .. } => "Lease",
             Error::LeadershipLost { .. } => "LeadershipLost",
+            Error::RedisCluster { .. } => "RedisCluster",
+            Error::RedisClusterAddress { .. } => "RedisClusterAddress",
         }
     }
 }

@@ -38,6 +38,10 @@
 //! - [`lease`]: leader election. With `--leader-elect` the controller (the
 //!   leader's work, with the autoscaler) runs only while this replica holds a Lease; a replica
 //!   that loses it stops reconciling at once and exits.
+//! - [`redis_cluster`]: the managed Redis Cluster, independent of Kubernetes:
+//!   observe every pod's `CLUSTER NODES`, plan the next steps (pure: meet,
+//!   assign slots, replicate, close open slots, move slots to equal shares),
+//!   execute one bounded round of them ([`redis_cluster::converge_once`]).
 //! - [`event`]: Kubernetes Events on a pipeline, for both of the above.
 //! - [`config`]: flags and env vars. [`error`]: the crate's `Error`.
 //!
@@ -54,6 +58,7 @@ pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod reconcile;
+pub mod redis_cluster;
 pub mod resources;
 pub mod scaler;
 pub mod scrape;
