@@ -10,7 +10,7 @@ use telemetry_operator::redis_cluster::nodes::{self, View};
 use telemetry_operator::redis_cluster::{Layout, Plan, Progress, converge_once};
 
 /// How long converging may take before a test fails.
-const CONVERGE_LIMIT: Duration = Duration::from_secs(120);
+const CONVERGE_LIMIT: Duration = Duration::from_secs(300);
 
 /// Cluster-enabled redis-server processes that know nothing of each other
 /// until the operator's code forms them.
