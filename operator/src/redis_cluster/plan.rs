@@ -196,7 +196,26 @@ pub fn plan(layout: Layout, pods: &[Pod]) -> Plan {
 
     let mut steps = c.replicates(layout, &primaries);
     let (moves, move_waits) = assign::moves(layout, &primaries, &owners);
-    steps.extend(moves);
+    // A node refuses the keys of a migration (CLUSTERDOWN) until it says
+    // cluster_state:ok, which one that has just joined does not for a few
+    // seconds: slots move between serving nodes only.
+    let not_serving = moves
+        .iter()
+        .flat_map(|m| match m {
+            Step::MoveSlots { from, to, .. } => vec![*from, *to],
+            _ => Vec::new(),
+        })
+        .find(|&p| c.state(p) != "ok");
+    match not_serving {
+        Some(p) if steps.is_empty() => {
+            return Plan::Wait(format!(
+                "pod {p} says cluster_state:{}: slots move to it once it serves",
+                c.state(p)
+            ));
+        }
+        Some(_) => {}
+        None => steps.extend(moves),
+    }
     if !steps.is_empty() {
         return Plan::Steps(steps);
     }

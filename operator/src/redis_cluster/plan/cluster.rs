@@ -33,6 +33,11 @@ impl<'a> Cluster<'a> {
         }
     }
 
+    /// The `cluster_state` a reachable pod reports.
+    pub fn state(&self, p: usize) -> &'a str {
+        &self.pods[p].seen.as_ref().expect("reachable").state
+    }
+
     pub fn view(&self, p: usize) -> &'a View {
         &self.pods[p].seen.as_ref().expect("a reachable pod").view
     }
