@@ -167,7 +167,7 @@ impl Query {
 
     /// The keys of every partition (one on a single Redis).
     fn all_keys(&self) -> impl Iterator<Item = &Keys> {
-        (0..self.store.partitions().count()).map(|p| self.store.partition_keys(p))
+        self.store.all_keys().iter()
     }
 
     /// The keys of the partition holding `device_id`.

@@ -103,11 +103,6 @@ impl Store {
         })
     }
 
-    /// The keys of the first partition (the only one on a single Redis).
-    pub fn keys(&self) -> &Keys {
-        &self.keys[0]
-    }
-
     /// The keys of every partition, by partition.
     pub fn all_keys(&self) -> &[Keys] {
         &self.keys

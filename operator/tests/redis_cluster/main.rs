@@ -18,6 +18,17 @@ fn layout(shards: usize, replicas_per_shard: usize) -> Layout {
     }
 }
 
+/// The slots of each node, checked to be 4 096 on each of 4 nodes.
+async fn four_equal_shares(nodes: &Nodes) -> BTreeMap<usize, Vec<SlotRange>> {
+    let slots = slots_by_node(nodes).await;
+    let counts: Vec<usize> = slots
+        .values()
+        .map(|r| r.iter().map(SlotRange::len).sum())
+        .collect();
+    assert_eq!(counts, [4096; 4], "{slots:?}");
+    slots
+}
+
 /// Slots owned by each node (by index), as node 0 sees them, and checks
 /// every node says cluster_state:ok.
 async fn slots_by_node(nodes: &Nodes) -> BTreeMap<usize, Vec<SlotRange>> {
@@ -133,12 +144,7 @@ async fn growing_to_four_shards_moves_slots_and_keeps_every_key() {
     nodes.add().await;
     let done = nodes.converge(layout(4, 0)).await;
     assert_keys(&nodes, &keys).await;
-    let slots = slots_by_node(&nodes).await;
-    let counts: Vec<usize> = slots
-        .values()
-        .map(|r| r.iter().map(SlotRange::len).sum())
-        .collect();
-    assert_eq!(counts, [4096; 4], "{slots:?}");
+    let slots = four_equal_shares(&nodes).await;
     assert!(
         slots.values().all(|r| r.len() == 1),
         "contiguous shares: {slots:?}"
@@ -266,12 +272,7 @@ async fn a_password_protected_cluster_forms_and_moves_slots() {
     nodes.add().await;
     let grown = nodes.converge(layout(4, 0)).await;
     assert_keys(&nodes, &keys).await;
-    let slots = slots_by_node(&nodes).await;
-    let counts: Vec<usize> = slots
-        .values()
-        .map(|r| r.iter().map(SlotRange::len).sum())
-        .collect();
-    assert_eq!(counts, [4096; 4], "{slots:?}");
+    four_equal_shares(&nodes).await;
     assert_clean(&formed);
     assert_clean(&grown);
     eprintln!(
