@@ -498,9 +498,19 @@ async fn an_operator_restart_inside_the_scale_down_window_keeps_the_window_from_
     world.wait_ready(name).await?;
     world.ingest_pods(name, 3).await?;
 
-    // The first tick found no history and seeded it with {3, t0}: that record
-    // keeps 3 pods until t0 + window, whatever the metrics say meanwhile.
-    let status = first_tick(&world, name).await?;
+    // A tick recorded {3, t0} (the first one, or, when that one still found
+    // the Deployment at 1 replica, the tick after minReplicas raised it):
+    // that record keeps 3 pods until t0 + window, whatever the metrics say
+    // meanwhile.
+    let status = wait_for("a recommendation of 3", Duration::from_secs(60), || async {
+        let status = autoscaling_status(&world, name).await.ok()?;
+        status
+            .recommendations
+            .iter()
+            .any(|r| r.replicas == 3)
+            .then_some(status)
+    })
+    .await?;
     let t0 = status
         .recommendations
         .iter()
