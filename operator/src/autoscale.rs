@@ -474,7 +474,8 @@ pub fn decide(spec: &AutoscalingSpec, history: &History, inputs: &Inputs, now: M
             let message = format!(
                 "Redis spent {}.{}% of the last {} s running flush scripts (threshold {}%): \
                  more ingest pods cannot raise throughput, so {current} replicas are kept \
-                 instead of {desired}; give Redis a faster core or more shards",
+                 instead of {desired}; give Redis a faster core, or more shards \
+                 (spec.redis.managed.shards, a Redis Cluster)",
                 busy / 10,
                 busy % 10,
                 spec.sync_period_seconds,

@@ -194,6 +194,11 @@ pub struct TelemetryPipelineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_endpoint: Option<String>,
 
+    /// The managed Redis Cluster of a sharded pipeline: shards, slot
+    /// coverage and what the operator is doing to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_cluster: Option<redis::RedisClusterStatus>,
+
     /// What the autoscaler saw and decided, with the history it keeps across
     /// operator restarts (present while autoscaling is enabled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -372,6 +377,7 @@ mod tests {
                 "pipeline-minimal.yaml",
                 "pipeline-full.yaml",
                 "pipeline-kind.yaml",
+                "pipeline-sharded.yaml",
             ] {
                 let obj = example(file);
                 check(&obj, None).unwrap_or_else(|e| panic!("{file}: {e:?}"));
@@ -545,6 +551,92 @@ mod tests {
                 json!({"redis": {"managed": {"appendfsync": "always", "storage": {"size": "1Gi", "storageClassName": "slow"}}}}),
             );
             check(&new, Some(&old)).unwrap();
+        }
+
+        #[test]
+        fn shards_start_above_one_only_at_creation_grow_only_and_fit_the_partitions() {
+            let shards = |n: i64| pipeline(json!({"redis": {"managed": {"shards": n}}}));
+            check(&shards(3), None).unwrap();
+            check(&shards(1), None).unwrap();
+            rejected_with(
+                &shards(13),
+                None,
+                "redis.managed.shards must not exceed redis.partitions",
+            );
+            check(
+                &pipeline(json!({"redis": {"partitions": 16, "managed": {"shards": 16}}})),
+                None,
+            )
+            .unwrap();
+            // Growing a cluster is fine; shrinking it, or turning a single
+            // Redis (explicit or by default) into one, is not.
+            check(&shards(4), Some(&shards(3))).unwrap();
+            rejected_with(&shards(2), Some(&shards(3)), "shards cannot shrink");
+            rejected_with(&shards(1), Some(&shards(3)), "shards cannot shrink");
+            rejected_with(
+                &pipeline(json!({})),
+                Some(&shards(3)),
+                "shards cannot shrink",
+            );
+            for single in [shards(1), pipeline(json!({}))] {
+                rejected_with(
+                    &shards(3),
+                    Some(&single),
+                    "a single Redis (shards: 1) cannot become a Redis Cluster",
+                );
+            }
+            // Bounds are the schema's (the apiserver checks them before CEL).
+            let redis = &schema()["properties"]["spec"]["properties"]["redis"]["properties"];
+            let managed = &redis["managed"]["properties"];
+            for (field, min, max) in [
+                (&managed["shards"], 1, 64),
+                (&managed["replicasPerShard"], 0, 5),
+                (&redis["partitions"], 1, 1024),
+            ] {
+                assert_eq!(
+                    (field["minimum"].as_f64(), field["maximum"].as_f64()),
+                    (Some(f64::from(min)), Some(f64::from(max))),
+                    "{field}"
+                );
+            }
+            let p =
+                |n: i64| pipeline(json!({"redis": {"partitions": n, "managed": {"shards": 2}}}));
+            rejected_with(&p(24), Some(&p(12)), "redis.partitions is immutable");
+        }
+
+        #[test]
+        fn replicas_per_shard_need_a_cluster_and_are_fixed_at_creation() {
+            let with = |shards: i64, replicas: i64| {
+                pipeline(
+                    json!({"redis": {"managed": {"shards": shards, "replicasPerShard": replicas}}}),
+                )
+            };
+            check(&with(3, 1), None).unwrap();
+            rejected_with(
+                &with(1, 1),
+                None,
+                "replicasPerShard needs shards of 2 or more",
+            );
+            rejected_with(
+                &with(3, 2),
+                Some(&with(3, 1)),
+                "replicasPerShard is fixed at creation",
+            );
+            check(&with(4, 1), Some(&with(3, 1))).unwrap();
+        }
+
+        #[test]
+        fn an_external_cluster_needs_a_plain_redis_url_without_a_database() {
+            let ext =
+                |url: &str| pipeline(json!({"redis": {"external": {"url": url, "cluster": true}}}));
+            check(&ext("redis://cache:6379"), None).unwrap();
+            for bad in ["redis://cache:6379/2", "rediss://cache:6380"] {
+                rejected_with(
+                    &ext(bad),
+                    None,
+                    "redis.external.cluster needs a redis://HOST:PORT url",
+                );
+            }
         }
 
         #[test]

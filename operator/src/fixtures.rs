@@ -37,6 +37,14 @@ impl TelemetryPipeline {
         self
     }
 
+    /// With a managed Redis Cluster of `shards` primaries, `replicas` each.
+    pub fn with_shards(self, shards: i32, replicas: i32) -> Self {
+        self.with_managed_redis(|m| {
+            m.shards = shards;
+            m.replicas_per_shard = replicas;
+        })
+    }
+
     /// With an external Redis at `url`, its password in Secret `secret`.
     pub fn with_external_redis(mut self, url: &str, secret: Option<&str>) -> Self {
         self.spec.redis.managed = None;
@@ -48,6 +56,7 @@ impl TelemetryPipeline {
             }),
             username: None,
             tls: None,
+            cluster: false,
         });
         self
     }

@@ -35,6 +35,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, instrument, warn};
 
+mod cluster;
 mod prune;
 
 pub use prune::{DesiredNames, desired_names};
@@ -153,8 +154,12 @@ async fn reconcile_pipeline(tp: &TelemetryPipeline, ctx: &Context) -> Result<Act
     // The version of the Redis password, stamped on the pod templates so
     // that a new password rolls Redis, then the ingest pods.
     let password_version;
+    let mut cluster_password = None;
     if let Some(managed) = tp.spec.redis.managed() {
         let password = ensure_password(tp, ctx, &ns).await?;
+        if managed.shards >= 2 {
+            cluster_password = Some(password.clone());
+        }
         let secret = apply(tp, ctx, redis::secret(tp, &password)).await?;
         password_version = rotation::secret_version(&secret);
         apply(tp, ctx, redis::config_map(tp, &managed)).await?;
@@ -182,41 +187,62 @@ async fn reconcile_pipeline(tp: &TelemetryPipeline, ctx: &Context) -> Result<Act
     }
     prune::prune(tp, ctx, &ns).await?;
     observe_pods_and_secrets(tp, ctx, &ns, &mut observed).await?;
+    if let (Some(managed), Some(password)) = (tp.spec.redis.managed(), &cluster_password) {
+        let sts = Names::of(tp).redis;
+        let found = cluster::round(&sts, &managed, &observed.redis_pods, password).await;
+        observed.redis_cluster = Some(found);
+    }
 
     let settled = write_status(tp, ctx, &observed).await?;
-    Ok(Action::requeue(if settled {
+    let converging = observed
+        .redis_cluster
+        .as_ref()
+        .is_some_and(cluster::converging);
+    Ok(Action::requeue(if converging {
+        cluster::CONVERGING_REQUEUE
+    } else if settled {
         ctx.settings.resync
     } else {
         NOT_READY_REQUEUE
     }))
 }
 
-/// The Redis password: read from the Secret, or generated once when the
-/// Secret does not exist. An existing Secret is never given a new password.
-async fn ensure_password(tp: &TelemetryPipeline, ctx: &Context, ns: &str) -> Result<String> {
+/// The managed Redis password, if its Secret exists.
+async fn read_password(tp: &TelemetryPipeline, ctx: &Context, ns: &str) -> Result<Option<String>> {
     let name = Names::of(tp).redis;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let existing = api
         .get_opt(&name)
         .await
         .map_err(|e| Error::kube(format!("get Secret {ns}/{name}"), e))?;
-    if let Some(secret) = existing {
-        let value = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(PASSWORD_KEY))
-            .map(|b| b.0.clone());
-        return match value
-            .and_then(|v| String::from_utf8(v).ok())
-            .filter(|v| !v.is_empty())
-        {
-            Some(password) => Ok(password),
-            None => Err(Error::RedisSecretInvalid {
-                name,
-                key: PASSWORD_KEY.to_string(),
-            }),
-        };
+    let Some(secret) = existing else {
+        return Ok(None);
+    };
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(PASSWORD_KEY))
+        .map(|b| b.0.clone());
+    match value
+        .and_then(|v| String::from_utf8(v).ok())
+        .filter(|v| !v.is_empty())
+    {
+        Some(password) => Ok(Some(password)),
+        None => Err(Error::RedisSecretInvalid {
+            name,
+            key: PASSWORD_KEY.to_string(),
+        }),
     }
+}
+
+/// The Redis password: read from the Secret, or generated once when the
+/// Secret does not exist. An existing Secret is never given a new password.
+async fn ensure_password(tp: &TelemetryPipeline, ctx: &Context, ns: &str) -> Result<String> {
+    if let Some(password) = read_password(tp, ctx, ns).await? {
+        return Ok(password);
+    }
+    let name = Names::of(tp).redis;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     // Created by an apply without force: if another writer created it
     // meanwhile, this conflicts instead of overwriting their password, and
     // the next pass reads theirs.
@@ -451,6 +477,13 @@ async fn observe(
     };
     if let Err(error) = observe_pods_and_secrets(tp, ctx, &ns, &mut observed).await {
         warn!(%error, "could not read the pods or Secrets; the status goes without them");
+    }
+    if let Some(managed) = tp.spec.redis.managed().filter(|m| m.shards >= 2)
+        && let Ok(Some(password)) = read_password(tp, ctx, &ns).await
+    {
+        let sts = Names::of(tp).redis;
+        let found = cluster::look(&sts, &managed, &observed.redis_pods, &password).await;
+        observed.redis_cluster = Some(found);
     }
     Ok(observed)
 }

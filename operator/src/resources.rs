@@ -185,13 +185,49 @@ pub struct RedisConnection {
     pub username: Option<String>,
     /// The Secret key holding the PEM CA certificates of a `rediss://` URL.
     pub ca: Option<SecretKeySelector>,
+    /// Set when the pipeline is on a Redis Cluster.
+    pub cluster: Option<ClusterConnection>,
+}
+
+/// How the ingest pods use a Redis Cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterConnection {
+    /// `HOST:PORT` of a node the pods learn the others from: the managed
+    /// cluster's client Service (any of its pods), or the external url's.
+    pub seed: String,
+    /// The pipeline's partitions (`spec.redis.partitions`).
+    pub partitions: i32,
+    /// Replicas that must hold a flush before it is acknowledged.
+    pub wait_replicas: i32,
+}
+
+impl ClusterConnection {
+    fn of(tp: &TelemetryPipeline, url: &str) -> Option<Self> {
+        if !tp.spec.redis.is_cluster() {
+            return None;
+        }
+        let seed = url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_string();
+        let wait_replicas = tp
+            .spec
+            .redis
+            .managed()
+            .map_or(0, |m| m.replicas_per_shard.min(1));
+        Some(Self {
+            seed,
+            partitions: tp.spec.redis.partitions,
+            wait_replicas,
+        })
+    }
 }
 
 impl RedisConnection {
     /// The connection the spec asks for: the managed Redis' client Service and
     /// generated Secret, or the external URL and its Secret reference.
     pub fn of(tp: &TelemetryPipeline) -> Self {
-        match &tp.spec.redis.external {
+        let mut conn = match &tp.spec.redis.external {
             Some(ext) => Self {
                 url: ext.url.clone(),
                 password: ext.password_secret_ref.as_ref().map(|r| SecretKeySelector {
@@ -205,6 +241,7 @@ impl RedisConnection {
                     key: tls.ca_secret_ref.key.clone(),
                     optional: None,
                 }),
+                cluster: None,
             },
             None => Self {
                 url: redis::url(tp),
@@ -215,8 +252,11 @@ impl RedisConnection {
                 }),
                 username: None,
                 ca: None,
+                cluster: None,
             },
-        }
+        };
+        conn.cluster = ClusterConnection::of(tp, &conn.url);
+        conn
     }
 }
 
@@ -334,5 +374,37 @@ mod tests {
         assert_eq!((pw.name.as_str(), pw.key.as_str()), ("creds", "password"));
         let tp = TelemetryPipeline::test().with_external_redis("redis://cache:6379", None);
         assert_eq!(RedisConnection::of(&tp).password, None);
+        assert_eq!(RedisConnection::of(&tp).cluster, None);
+    }
+
+    #[test]
+    fn a_cluster_is_reached_through_a_seed_with_the_partitions_and_replicas_to_wait_for() {
+        assert_eq!(
+            RedisConnection::of(&TelemetryPipeline::test()).cluster,
+            None
+        );
+        let conn = RedisConnection::of(&TelemetryPipeline::test().with_shards(3, 2));
+        assert_eq!(
+            conn.cluster,
+            Some(ClusterConnection {
+                seed: "pipe-redis.ns.svc:6379".into(),
+                partitions: 12,
+                wait_replicas: 1,
+            })
+        );
+        let conn = RedisConnection::of(&TelemetryPipeline::test().with_shards(3, 0));
+        assert_eq!(conn.cluster.unwrap().wait_replicas, 0);
+        let mut tp = TelemetryPipeline::test().with_external_redis("redis://cfg.cache:6379", None);
+        tp.spec.redis.external.as_mut().unwrap().cluster = true;
+        tp.spec.redis.partitions = 48;
+        let cluster = RedisConnection::of(&tp).cluster.unwrap();
+        assert_eq!(
+            (
+                cluster.seed.as_str(),
+                cluster.partitions,
+                cluster.wait_replicas
+            ),
+            ("cfg.cache:6379", 48, 0)
+        );
     }
 }

@@ -209,7 +209,13 @@ impl Scaler {
                         .inc(),
                 }
             }
-            let inputs = inputs(current, &pods, &t.cache, &deployment);
+            let shards = tp
+                .spec
+                .redis
+                .managed()
+                .filter(|_| tp.spec.redis.is_cluster())
+                .map_or(1, |m| u32::try_from(m.shards).unwrap_or(1));
+            let inputs = inputs(current, &pods, &t.cache, &deployment, shards);
             let history = t.history.clone().unwrap_or_else(|| {
                 history_from_status(tp.status.as_ref().and_then(|s| s.autoscaling.as_ref()), now)
             });

@@ -40,13 +40,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 pub use conditions::{DEGRADED, INGEST_READY, PAUSED, PROGRESSING, READY, REDIS_READY};
 pub use events::{Notice, transition_events};
 pub use observed::{
-    EXTERNAL_CA_FIELD, EXTERNAL_PASSWORD_FIELD, INGEST_TLS_FIELD, Observed, Problem, SecretRef,
-    SecretState, secret_problem,
+    ClusterObservation, EXTERNAL_CA_FIELD, EXTERNAL_PASSWORD_FIELD, INGEST_TLS_FIELD, Observed,
+    Problem, SecretRef, SecretState, secret_problem,
 };
 pub use pod::READINESS_GRACE;
 
 use conditions::{Cond, stamp};
-use part::{ingest_part, not_ready_from, redis_part};
+use part::{cluster_part, ingest_part, not_ready_from, redis_part};
 use pod::classify;
 
 use crate::crd::{TelemetryPipeline, TelemetryPipelineStatus};
@@ -65,7 +65,13 @@ pub fn compute(tp: &TelemetryPipeline, observed: &Observed, now: Time) -> Teleme
     );
     let redis_pods = classify(&observed.redis_pods, &now, "");
     let ingest_pods = classify(&observed.ingest_pods, &now, &ingest_hint);
-    let redis = redis_part(tp, observed.redis.as_ref(), &redis_pods);
+    let mut redis = redis_part(tp, observed.redis.as_ref(), &redis_pods);
+    let mut redis_cluster = None;
+    if tp.spec.redis.managed().is_some() && tp.spec.redis.is_cluster() {
+        let (part, status) = cluster_part(tp, redis, observed.redis_cluster.as_ref());
+        redis = part;
+        redis_cluster = Some(status);
+    }
     let ingest = ingest_part(tp, observed.deployment.as_ref(), &ingest_pods);
     let secret = secret_problem(&observed.secrets);
 
@@ -162,6 +168,7 @@ pub fn compute(tp: &TelemetryPipeline, observed: &Observed, now: Time) -> Teleme
             Some(ext) => ext.url.clone(),
             None => redis::url(tp),
         }),
+        redis_cluster,
         autoscaling: None,
     }
 }
@@ -170,6 +177,97 @@ pub fn compute(tp: &TelemetryPipeline, observed: &Observed, now: Time) -> Teleme
 mod tests {
     use super::*;
     use fixtures::*;
+
+    mod cluster {
+        use super::*;
+        use crate::redis_cluster::{Health, Plan, Step};
+
+        fn health(shards: usize, served: usize, open: usize) -> Health {
+            Health {
+                slots_assigned: 16384,
+                slots_served: served,
+                shards_wanted: 4,
+                shards,
+                replicas: vec![0; shards],
+                open_slots: open,
+                states: vec![Some("ok".into()); 4],
+                message: format!("{shards} of 4 shards serving {served} slots, no replicas"),
+            }
+        }
+
+        fn with(found: Option<ClusterObservation>) -> TelemetryPipelineStatus {
+            let tp = TelemetryPipeline::test().with_shards(4, 0);
+            let observed = Observed {
+                redis_cluster: found,
+                ..healthy()
+            };
+            compute(&tp, &observed, at(100))
+        }
+
+        #[test]
+        fn a_cluster_still_forming_keeps_redis_unready_and_progressing() {
+            let s = with(Some(ClusterObservation::PodsStarting {
+                running: 2,
+                wanted: 4,
+            }));
+            assert_eq!(state(&s, REDIS_READY), ("False", "ClusterForming"));
+            assert_eq!(state(&s, READY).0, "False");
+            assert_eq!(state(&s, PROGRESSING), ("True", "ClusterForming"));
+            let c = s.redis_cluster.unwrap();
+            assert_eq!((c.phase.as_str(), c.shards), ("Forming", 0));
+            assert!(
+                c.message.contains("2 of 4 Redis pods running"),
+                "{}",
+                c.message
+            );
+        }
+
+        #[test]
+        fn a_cluster_serving_every_slot_is_ready_while_it_reshards() {
+            let steps = Plan::Steps(vec![Step::Meet { node: 3, peer: 0 }]);
+            let s = with(Some(ClusterObservation::Round {
+                health: health(3, 16384, 0),
+                plan: steps,
+                error: None,
+            }));
+            assert_eq!(state(&s, REDIS_READY), ("True", "ClusterServing"));
+            assert_eq!(state(&s, READY).0, "True");
+            assert_eq!(state(&s, PROGRESSING), ("True", "Resharding"));
+            let c = s.redis_cluster.unwrap();
+            assert_eq!(
+                (c.phase.as_str(), c.shards, c.slots_served),
+                ("Resharding", 3, 16384)
+            );
+
+            let s = with(Some(ClusterObservation::Round {
+                health: health(4, 16384, 0),
+                plan: Plan::Converged,
+                error: None,
+            }));
+            assert_eq!(state(&s, PROGRESSING), ("False", "Complete"));
+            assert_eq!(s.redis_cluster.unwrap().phase, "Converged");
+        }
+
+        #[test]
+        fn uncovered_slots_make_redis_unready_and_a_blocked_plan_degraded() {
+            let s = with(Some(ClusterObservation::Round {
+                health: health(3, 12288, 0),
+                plan: Plan::Blocked("a shard was lost".into()),
+                error: None,
+            }));
+            assert_eq!(state(&s, REDIS_READY), ("False", "ClusterNotServing"));
+            assert_eq!(state(&s, DEGRADED), ("True", "RedisClusterBlocked"));
+            assert!(cond(&s, DEGRADED).message.contains("a shard was lost"));
+            assert_eq!(s.redis_cluster.unwrap().slots_served, 12288);
+        }
+
+        #[test]
+        fn a_single_redis_has_no_cluster_status() {
+            let s = compute(&TelemetryPipeline::test(), &healthy(), at(100));
+            assert_eq!(s.redis_cluster, None);
+            assert_eq!(state(&s, REDIS_READY), ("True", "Ready"));
+        }
+    }
 
     #[test]
     fn all_children_ready_makes_the_pipeline_ready_complete_and_not_degraded() {

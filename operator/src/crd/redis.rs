@@ -14,14 +14,35 @@ pub const DEFAULT_STORAGE_SIZE: &str = "1Gi";
 /// Key of the password in the generated Secret.
 pub const PASSWORD_KEY: &str = "password";
 
+/// Default number of partitions of a sharded pipeline.
+pub const DEFAULT_PARTITIONS: i32 = 12;
+/// Most shards of a managed Redis Cluster.
+pub const MAX_SHARDS: i32 = 64;
+
 /// Where the pipeline stores events. Set `managed` or `external`, not both;
 /// with neither, the operator runs a managed Redis with the defaults below.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 #[schemars(extend("x-kubernetes-validations" = [
     {
         "rule": "!(has(self.managed) && has(self.external))",
         "message": "redis: set either managed or external, not both"
+    },
+    {
+        "rule": "!has(self.managed) || self.managed.shards <= self.partitions",
+        "message": "redis.managed.shards must not exceed redis.partitions (12 by default): every shard needs at least one partition"
+    },
+    {
+        "rule": "!(has(self.managed) && self.managed.shards >= 2) || has(oldSelf.external) || (has(oldSelf.managed) && oldSelf.managed.shards >= 2)",
+        "message": "redis.managed.shards: a single Redis (shards: 1) cannot become a Redis Cluster, its keys are not partitioned; create a new pipeline with shards of 2 or more"
+    },
+    {
+        "rule": "!(has(oldSelf.managed) && oldSelf.managed.shards >= 2) || has(self.external) || (has(self.managed) && self.managed.shards >= oldSelf.managed.shards)",
+        "message": "redis.managed.shards cannot shrink: the operator adds shards and moves slots to them, but does not empty and remove a primary"
+    },
+    {
+        "rule": "self.partitions == oldSelf.partitions",
+        "message": "redis.partitions is immutable: it is part of the stored key layout"
     }
 ]))]
 pub struct RedisSpec {
@@ -33,6 +54,24 @@ pub struct RedisSpec {
     /// A Redis the operator does not run; the ingest pods connect to it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalRedis>,
+
+    /// Partitions of a sharded pipeline (a managed Redis with `shards` of 2
+    /// or more, or an external cluster): every key carries the hash tag of
+    /// one, so the number of shards can grow up to it. Part of the stored
+    /// key layout, so fixed at creation; best a multiple of the shards.
+    /// Unused by a single Redis.
+    #[schemars(range(min = 1, max = 1024))]
+    pub partitions: i32,
+}
+
+impl Default for RedisSpec {
+    fn default() -> Self {
+        Self {
+            managed: None,
+            external: None,
+            partitions: DEFAULT_PARTITIONS,
+        }
+    }
 }
 
 impl RedisSpec {
@@ -44,12 +83,49 @@ impl RedisSpec {
             (None, None) => Some(ManagedRedis::default()),
         }
     }
+
+    /// Whether the pipeline stores its events on a Redis Cluster: a managed
+    /// one of 2 or more shards, or an external one.
+    pub fn is_cluster(&self) -> bool {
+        match &self.external {
+            Some(ext) => ext.cluster,
+            None => self.managed().is_some_and(|m| m.shards >= 2),
+        }
+    }
 }
 
 /// A Redis run by the operator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.replicasPerShard == 0 || self.shards >= 2",
+        "message": "redis.managed.replicasPerShard needs shards of 2 or more: a single Redis (shards: 1) runs without replicas"
+    },
+    {
+        "rule": "self.replicasPerShard == oldSelf.replicasPerShard",
+        "message": "redis.managed.replicasPerShard is fixed at creation"
+    }
+]))]
 pub struct ManagedRedis {
+    /// Primaries. 1 (the default): a single Redis. 2 or more: a Redis
+    /// Cluster of that many primaries, each owning an equal share of the
+    /// hash slots, over which the pipeline's keys are partitioned
+    /// (`redis.partitions`), so that Redis throughput grows with the shards.
+    /// A cluster can grow (the operator moves slots to the new primaries
+    /// while ingest keeps serving), never shrink; a single Redis cannot
+    /// become a cluster.
+    #[schemars(range(min = 1, max = 64))]
+    pub shards: i32,
+
+    /// Replicas of each primary of a cluster (0 to 5). With 1 or more, a
+    /// flush is acknowledged only once a replica holds it (`WAIT`), so a
+    /// primary that dies is replaced by its replica without losing
+    /// acknowledged events; ingest then stalls (retryably) while a shard has
+    /// no replica up. Fixed at creation.
+    #[schemars(range(min = 0, max = 5))]
+    pub replicas_per_shard: i32,
+
     /// Container image of Redis (7.x).
     #[schemars(length(min = 1))]
     pub image: String,
@@ -87,6 +163,8 @@ pub struct ManagedRedis {
 impl Default for ManagedRedis {
     fn default() -> Self {
         Self {
+            shards: 1,
+            replicas_per_shard: 0,
             image: DEFAULT_REDIS_IMAGE.to_string(),
             appendfsync: AppendFsync::default(),
             storage: Storage::default(),
@@ -100,8 +178,14 @@ impl Default for ManagedRedis {
 /// redis.conf directives that the operator writes itself and
 /// `redis.managed.config` may not set (the CEL rule on [`RedisDirective`]
 /// lists the same names).
-pub const OPERATOR_DIRECTIVES: [&str; 15] = [
+pub const OPERATOR_DIRECTIVES: [&str; 21] = [
     "port",
+    "cluster-enabled",
+    "cluster-config-file",
+    "cluster-port",
+    "cluster-announce-ip",
+    "cluster-announce-port",
+    "cluster-announce-bus-port",
     "bind",
     "dir",
     "appendonly",
@@ -123,8 +207,8 @@ pub const OPERATOR_DIRECTIVES: [&str; 15] = [
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "!(self.name in ['port', 'bind', 'dir', 'appendonly', 'appendfsync', 'appendfilename', 'appenddirname', 'requirepass', 'masterauth', 'masteruser', 'aclfile', 'user', 'include', 'rename-command', 'protected-mode'])",
-        "message": "redis.managed.config: this directive is set by the operator (port, bind, dir, appendonly, appendfsync, appendfilename, appenddirname, requirepass, masterauth, masteruser, aclfile, user, include, rename-command, protected-mode); use the spec's own fields"
+        "rule": "!(self.name in ['port', 'bind', 'dir', 'appendonly', 'appendfsync', 'appendfilename', 'appenddirname', 'requirepass', 'masterauth', 'masteruser', 'aclfile', 'user', 'include', 'rename-command', 'protected-mode', 'cluster-enabled', 'cluster-config-file', 'cluster-port', 'cluster-announce-ip', 'cluster-announce-port', 'cluster-announce-bus-port'])",
+        "message": "redis.managed.config: this directive is set by the operator (port, bind, dir, appendonly, appendfsync, appendfilename, appenddirname, requirepass, masterauth, masteruser, aclfile, user, include, rename-command, protected-mode, cluster-enabled, cluster-config-file, cluster-port, cluster-announce-ip, cluster-announce-port, cluster-announce-bus-port); use the spec's own fields"
     },
     {
         "rule": "!self.value.contains('\\n') && !self.value.contains('\\r')",
@@ -207,6 +291,10 @@ impl AppendFsync {
     {
         "rule": "!has(self.tls) || self.url.startsWith('rediss://')",
         "message": "redis.external.tls needs a rediss:// url"
+    },
+    {
+        "rule": "!(has(self.cluster) && self.cluster) || self.url.matches('^redis://[^/]+$')",
+        "message": "redis.external.cluster needs a redis://HOST:PORT url: a Redis Cluster has no databases to select, and TLS to a cluster is not supported yet"
     }
 ]))]
 pub struct ExternalRedis {
@@ -230,6 +318,12 @@ pub struct ExternalRedis {
     /// image, built from scratch, does not have).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ExternalRedisTls>,
+
+    /// The url is a node (or the configuration endpoint) of a Redis Cluster:
+    /// the ingest pods learn the other nodes from it and partition the
+    /// pipeline's keys over the cluster's shards (`redis.partitions`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster: bool,
 }
 
 /// How the ingest pods verify an external Redis' TLS certificate.
@@ -276,4 +370,22 @@ pub struct SecretKeyRef {
 
 fn default_password_key() -> String {
     PASSWORD_KEY.to_string()
+}
+
+/// `status.redisCluster`: a managed Redis Cluster as the operator last saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisClusterStatus {
+    /// Primaries serving slots (reachable ones, by their own account).
+    pub shards: i32,
+    /// Hash slots served by those primaries, of 16384.
+    pub slots_served: i32,
+    /// Slots being migrated between primaries (resharding).
+    pub slots_migrating: i32,
+    /// What the operator is doing to the cluster: `Converged`, `Forming`,
+    /// `Resharding`, `Waiting` or `Blocked`.
+    pub phase: String,
+    /// E.g. "3 of 3 shards serving 16384 slots, 1 replica each", and what is
+    /// missing or in progress.
+    pub message: String,
 }

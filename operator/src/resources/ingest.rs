@@ -135,7 +135,6 @@ pub fn deployment(
             "TELEMETRY_HTTP_LISTEN",
             format!("0.0.0.0:{}", spec.ports.http),
         ),
-        env("TELEMETRY_REDIS_URL", redis.url),
         env("TELEMETRY_PIPELINE", pipeline_id(tp)),
         env("TELEMETRY_CONFIG", format!("{CONFIG_DIR}/{CONFIG_KEY}")),
         env("TELEMETRY_QUEUE_CAPACITY", spec.queue_capacity.to_string()),
@@ -145,6 +144,21 @@ pub fn deployment(
         ),
         env("TELEMETRY_LOG_FORMAT", spec.log_format.as_str()),
     ];
+    // On a cluster the URL must be absent: it conflicts with the nodes.
+    match &redis.cluster {
+        None => env_vars.push(env("TELEMETRY_REDIS_URL", redis.url)),
+        Some(cluster) => {
+            env_vars.push(env("TELEMETRY_REDIS_CLUSTER_NODES", &cluster.seed));
+            env_vars.push(env(
+                "TELEMETRY_REDIS_PARTITIONS",
+                cluster.partitions.to_string(),
+            ));
+            env_vars.push(env(
+                "TELEMETRY_REDIS_WAIT_REPLICAS",
+                cluster.wait_replicas.to_string(),
+            ));
+        }
+    }
     env_vars.extend(
         spec.limits
             .env()
@@ -1015,5 +1029,25 @@ mod tests {
         );
         assert_eq!(meta(&d).labels.unwrap()[TLS_LABEL], "true");
         assert!(!meta(&plain).labels.unwrap().contains_key(TLS_LABEL));
+    }
+
+    #[test]
+    fn a_sharded_pipeline_passes_the_cluster_seed_partitions_and_wait_instead_of_a_url() {
+        let tp = TelemetryPipeline::test().with_shards(3, 1);
+        let env = env_of(&deployment(&tp, IMAGE, Some(1)));
+        assert!(
+            !env.contains_key("TELEMETRY_REDIS_URL"),
+            "conflicts with the nodes"
+        );
+        assert_eq!(
+            value(&env, "TELEMETRY_REDIS_CLUSTER_NODES"),
+            "pipe-redis.ns.svc:6379"
+        );
+        assert_eq!(value(&env, "TELEMETRY_REDIS_PARTITIONS"), "12");
+        assert_eq!(value(&env, "TELEMETRY_REDIS_WAIT_REPLICAS"), "1");
+        assert!(env.contains_key("TELEMETRY_REDIS_PASSWORD"));
+        let single = env_of(&deployment(&TelemetryPipeline::test(), IMAGE, Some(1)));
+        assert!(!single.contains_key("TELEMETRY_REDIS_CLUSTER_NODES"));
+        assert!(!single.contains_key("TELEMETRY_REDIS_PARTITIONS"));
     }
 }

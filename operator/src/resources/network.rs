@@ -1,5 +1,5 @@
 //! The NetworkPolicies of a pipeline: the managed Redis reachable only from
-//! its ingest pods; the ingest ports from `spec.networkPolicy.ingestFrom`
+//! its ingest pods (and, for a cluster, its own nodes and the operator); the ingest ports from `spec.networkPolicy.ingestFrom`
 //! (anyone when empty), and the operator's scrape of `/metrics`.
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::redis::REDIS_PORT;
+use super::redis::{CLUSTER_BUS_PORT, REDIS_PORT};
 use super::{Component, Names, child_meta, selector_labels};
 use crate::crd::TelemetryPipeline;
 
@@ -29,7 +29,7 @@ pub fn policies(tp: &TelemetryPipeline, operator_namespace: Option<&str>) -> Vec
     }
     let mut out = vec![ingest(tp, operator_namespace)];
     if tp.spec.redis.managed().is_some() {
-        out.push(redis(tp));
+        out.push(redis(tp, operator_namespace));
     }
     out
 }
@@ -56,9 +56,11 @@ fn ingest(tp: &TelemetryPipeline, operator_namespace: Option<&str>) -> NetworkPo
     policy(tp, Component::Ingest, Names::of(tp).ingest, rules)
 }
 
-/// Ingress to Redis: the pipeline's ingest pods only.
-fn redis(tp: &TelemetryPipeline) -> NetworkPolicy {
-    let rules = vec![NetworkPolicyIngressRule {
+/// Ingress to Redis: the pipeline's ingest pods only; for a cluster also its
+/// own nodes (replication, key migration and the cluster bus) and the
+/// operator, which forms and reshards it.
+fn redis(tp: &TelemetryPipeline, operator_namespace: Option<&str>) -> NetworkPolicy {
+    let mut rules = vec![NetworkPolicyIngressRule {
         from: Some(vec![NetworkPolicyPeer {
             pod_selector: Some(LabelSelector {
                 match_labels: Some(selector_labels(tp, Component::Ingest)),
@@ -68,6 +70,31 @@ fn redis(tp: &TelemetryPipeline) -> NetworkPolicy {
         }]),
         ports: Some(vec![tcp(REDIS_PORT)]),
     }];
+    if tp.spec.redis.is_cluster() {
+        rules.push(NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(selector_labels(tp, Component::Redis)),
+                    ..LabelSelector::default()
+                }),
+                ..NetworkPolicyPeer::default()
+            }]),
+            ports: Some(vec![tcp(REDIS_PORT), tcp(CLUSTER_BUS_PORT)]),
+        });
+        // An unknown operator namespace: its pods in any namespace.
+        let namespaces = match operator_namespace {
+            Some(ns) => match_labels([(NAMESPACE_NAME_LABEL, ns)]),
+            None => LabelSelector::default(),
+        };
+        rules.push(NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(namespaces),
+                pod_selector: Some(match_labels([(super::LABEL_NAME, OPERATOR_NAME_LABEL)])),
+                ip_block: None,
+            }]),
+            ports: Some(vec![tcp(REDIS_PORT)]),
+        });
+    }
     policy(tp, Component::Redis, Names::of(tp).redis, rules)
 }
 
@@ -161,6 +188,35 @@ mod tests {
             named(&ps, "pipe-redis"),
             &tp
         ));
+    }
+
+    #[test]
+    fn cluster_nodes_reach_each_other_and_the_operator_reaches_them() {
+        let tp = TelemetryPipeline::test().with_shards(3, 0);
+        let ps = policies(&tp, Some("operators"));
+        let rules = spec(named(&ps, "pipe-redis")).ingress.clone().unwrap();
+        assert_eq!(rules.len(), 3);
+        let peer = |r: &NetworkPolicyIngressRule| r.from.as_ref().unwrap()[0].clone();
+        assert_eq!(
+            peer(&rules[1]).pod_selector.unwrap().match_labels,
+            Some(selector_labels(&tp, Component::Redis))
+        );
+        assert_eq!(ports(&rules[1]), [6379, 16379]);
+        let operator = peer(&rules[2]);
+        assert_eq!(
+            operator.namespace_selector.unwrap().match_labels.unwrap()[NAMESPACE_NAME_LABEL],
+            "operators"
+        );
+        assert_eq!(ports(&rules[2]), [6379]);
+        let anywhere = policies(&tp, None);
+        let rules = spec(named(&anywhere, "pipe-redis"))
+            .ingress
+            .clone()
+            .unwrap();
+        assert_eq!(
+            peer(&rules[2]).namespace_selector,
+            Some(LabelSelector::default())
+        );
     }
 
     #[test]

@@ -9,9 +9,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Secret,
-    SecretKeySelector, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
-    VolumeResourceRequirements,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
+    PodTemplateSpec, Probe, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -27,6 +27,13 @@ use crate::crd::redis::{ManagedRedis, OPERATOR_DIRECTIVES, PASSWORD_KEY};
 
 /// Port Redis listens on.
 pub const REDIS_PORT: i32 = 6379;
+/// Port of a cluster node's bus (gossip, failover): Redis's port + 10000.
+pub const CLUSTER_BUS_PORT: i32 = REDIS_PORT + 10000;
+/// Env var a cluster node's pod IP reaches it through, announced to the other
+/// nodes and to clients (`cluster-announce-ip`).
+pub const POD_IP_ENV: &str = "POD_IP";
+/// How long a cluster node may be unreachable before it is failed over, ms.
+pub const CLUSTER_NODE_TIMEOUT_MS: u32 = 5000;
 /// Key of redis.conf in the ConfigMap.
 pub const CONFIG_KEY: &str = "redis.conf";
 /// Where the ConfigMap is mounted.
@@ -91,6 +98,16 @@ pub fn config_text(tp: &TelemetryPipeline, managed: &ManagedRedis) -> String {
         name = tp.name_any(),
         fsync = managed.appendfsync.as_str(),
     );
+    if managed.shards >= 2 {
+        // nodes.conf sits beside the AOF, so a restarted pod keeps its node
+        // identity. A shard that is down fails only its own slots' requests.
+        text.push_str(&format!(
+            "cluster-enabled yes\n\
+             cluster-config-file nodes.conf\n\
+             cluster-node-timeout {CLUSTER_NODE_TIMEOUT_MS}\n\
+             cluster-require-full-coverage no\n"
+        ));
+    }
     // The CRD refuses the operator's own directives and multi-line values;
     // an object stored before those rules existed is held to them here too.
     let extra: Vec<_> = managed
@@ -168,8 +185,20 @@ pub fn hash(text: &str) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The single-replica Redis StatefulSet: redis.conf from the ConfigMap, the
-/// password from the Secret, the AOF on the claim `data`, TCP probes.
+/// Redis pods of a managed Redis: 1, or every primary and replica of a
+/// cluster (ordinal order is the operator's, not a role: a replica promoted
+/// by a failover keeps its pod).
+pub fn pods(managed: &ManagedRedis) -> i32 {
+    if managed.shards >= 2 {
+        managed.shards * (1 + managed.replicas_per_shard)
+    } else {
+        1
+    }
+}
+
+/// The Redis StatefulSet: redis.conf from the ConfigMap, the password from
+/// the Secret, the AOF on the claim `data`, TCP probes; one pod, or the
+/// cluster-enabled nodes of a sharded pipeline.
 pub fn stateful_set(tp: &TelemetryPipeline, managed: &ManagedRedis) -> StatefulSet {
     let names = Names::of(tp);
     let pod_labels = super::labels(tp, Component::Redis);
@@ -184,35 +213,63 @@ pub fn stateful_set(tp: &TelemetryPipeline, managed: &ManagedRedis) -> StatefulS
         failure_threshold: Some(failures),
         ..Probe::default()
     };
+    let cluster = managed.shards >= 2;
+    let mut args = vec![
+        format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        "--dir".to_string(),
+        DATA_DIR.to_string(),
+        "--requirepass".to_string(),
+        format!("$({PASSWORD_ENV})"),
+    ];
+    let mut env = vec![EnvVar {
+        name: PASSWORD_ENV.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: names.redis.clone(),
+                key: PASSWORD_KEY.to_string(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    }];
+    let port = |name: &str, number: i32| ContainerPort {
+        name: Some(name.to_string()),
+        container_port: number,
+        protocol: Some("TCP".to_string()),
+        ..ContainerPort::default()
+    };
+    let mut ports = vec![port("redis", REDIS_PORT)];
+    if cluster {
+        // Replicas authenticate to their primary with the same password; a
+        // node announces its pod IP, which is what the others and clients
+        // reach it at.
+        args.extend([
+            "--masterauth".to_string(),
+            format!("$({PASSWORD_ENV})"),
+            "--cluster-announce-ip".to_string(),
+            format!("$({POD_IP_ENV})"),
+        ]);
+        env.push(EnvVar {
+            name: POD_IP_ENV.to_string(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".to_string(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        });
+        ports.push(port("cluster-bus", CLUSTER_BUS_PORT));
+    }
     let container = Container {
         name: "redis".to_string(),
         image: Some(managed.image.clone()),
         command: Some(vec!["redis-server".to_string()]),
-        args: Some(vec![
-            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
-            "--dir".to_string(),
-            DATA_DIR.to_string(),
-            "--requirepass".to_string(),
-            format!("$({PASSWORD_ENV})"),
-        ]),
-        env: Some(vec![EnvVar {
-            name: PASSWORD_ENV.to_string(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: names.redis.clone(),
-                    key: PASSWORD_KEY.to_string(),
-                    optional: None,
-                }),
-                ..EnvVarSource::default()
-            }),
-        }]),
-        ports: Some(vec![ContainerPort {
-            name: Some("redis".to_string()),
-            container_port: REDIS_PORT,
-            protocol: Some("TCP".to_string()),
-            ..ContainerPort::default()
-        }]),
+        args: Some(args),
+        env: Some(env),
+        ports: Some(ports),
         readiness_probe: Some(tcp_probe(2, 5, 3)),
         liveness_probe: Some(tcp_probe(15, 10, 6)),
         resources: managed.resources.clone(),
@@ -246,7 +303,10 @@ pub fn stateful_set(tp: &TelemetryPipeline, managed: &ManagedRedis) -> StatefulS
     StatefulSet {
         metadata: child_meta(tp, Component::Redis, names.redis.clone()),
         spec: Some(StatefulSetSpec {
-            replicas: Some(1),
+            replicas: Some(pods(managed)),
+            // A cluster's nodes start together: none waits for another to
+            // be ready, as the cluster forms only once they all run.
+            pod_management_policy: cluster.then(|| "Parallel".to_string()),
             service_name: Some(names.redis_headless.clone()),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(tp, Component::Redis)),
@@ -489,6 +549,66 @@ mod tests {
         assert_eq!(
             claim.resources.unwrap().requests.unwrap()["storage"].0,
             "20Gi"
+        );
+    }
+
+    #[test]
+    fn a_sharded_redis_runs_every_node_cluster_enabled_announcing_its_pod_ip() {
+        let tp = TelemetryPipeline::test().with_shards(3, 1);
+        let m = managed(&tp);
+        let text = config_text(&tp, &m);
+        for line in [
+            "cluster-enabled yes\n",
+            "cluster-config-file nodes.conf\n",
+            "cluster-require-full-coverage no\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        let spec = stateful_set(&tp, &m).spec.unwrap();
+        assert_eq!(spec.replicas, Some(6), "3 primaries, a replica each");
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        let c = &spec.template.spec.unwrap().containers[0];
+        let args = c.args.clone().unwrap();
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--cluster-announce-ip", "$(POD_IP)"])
+        );
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--masterauth", "$(REDIS_PASSWORD)"])
+        );
+        let env = c.env.as_ref().unwrap();
+        let pod_ip = env.iter().find(|e| e.name == "POD_IP").unwrap();
+        let field = pod_ip
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(field.field_path, "status.podIP");
+        let ports: Vec<i32> = c
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| p.container_port)
+            .collect();
+        assert_eq!(ports, [6379, 16379]);
+
+        // A single Redis is as it was: one pod, no cluster lines or args.
+        let tp = TelemetryPipeline::test();
+        let m = managed(&tp);
+        assert!(!config_text(&tp, &m).contains("cluster"));
+        let spec = stateful_set(&tp, &m).spec.unwrap();
+        assert_eq!((spec.replicas, spec.pod_management_policy), (Some(1), None));
+        assert_eq!(
+            spec.template.spec.unwrap().containers[0]
+                .args
+                .as_ref()
+                .unwrap()
+                .len(),
+            5
         );
     }
 }

@@ -10,17 +10,19 @@ use crate::autoscale::{Inputs, Phase, PodInput, victim};
 use crate::scrape::{self, PodClass, SampleCache};
 
 /// The decision's inputs: `current` replicas of `deployment`, its `pods` and
-/// what `cache` holds of them.
+/// what `cache` holds of them; `shards` is the Redis primaries the pods'
+/// flushes are spread over.
 pub(super) fn inputs(
     current: i32,
     pods: &[Pod],
     cache: &SampleCache,
     deployment: &Deployment,
+    shards: u32,
 ) -> Inputs {
     Inputs {
         current,
         pods: pods.iter().map(|p| pod_input(p, cache)).collect(),
-        redis_busy_permille: redis_busy(cache, pods),
+        redis_busy_permille: redis_busy(cache, pods, shards),
         rollout_in_progress: rolling_out(deployment),
     }
 }
@@ -63,8 +65,10 @@ fn pod_input(pod: &Pod, cache: &SampleCache) -> PodInput {
 
 /// Per mille of the time Redis spent running the listed pods' flush
 /// scripts: each pod's busy seconds over the interval between its last two
-/// scrapes, summed. None until some pod was scraped twice.
-fn redis_busy(cache: &SampleCache, pods: &[Pod]) -> Option<u32> {
+/// scrapes, summed, and shared by the `shards` primaries of a cluster (the
+/// partitions spread the flushes evenly over them: BENCHMARKS.md, "Sharded
+/// pipelines"). None until some pod was scraped twice.
+fn redis_busy(cache: &SampleCache, pods: &[Pod], shards: u32) -> Option<u32> {
     let shares: Vec<f64> = pods
         .iter()
         .filter_map(|p| {
@@ -77,7 +81,7 @@ fn redis_busy(cache: &SampleCache, pods: &[Pod]) -> Option<u32> {
     if shares.is_empty() {
         return None;
     }
-    let busy: f64 = shares.iter().sum();
+    let busy: f64 = shares.iter().sum::<f64>() / f64::from(shards.max(1));
     Some((busy * 1000.0).clamp(0.0, 1000.0).round() as u32)
 }
 
@@ -96,6 +100,28 @@ fn rolling_out(d: &Deployment) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scrape::Reading;
+
+    #[test]
+    fn redis_busy_sums_the_pods_script_time_and_shares_it_among_the_shards() {
+        let mut cache = SampleCache::new();
+        let mut pods = Vec::new();
+        for (name, script) in [("a", 6.0), ("b", 3.0)] {
+            let reading = |seconds: f64| Reading {
+                flush_script_seconds_sum: Some(seconds),
+                ..Reading::default()
+            };
+            cache.record(name, 0, &reading(0.0));
+            cache.record(name, 15_000, &reading(script));
+            let mut pod = Pod::default();
+            pod.metadata.name = Some(name.into());
+            pods.push(pod);
+        }
+        // 9 s of scripts in 15 s: 60 % of one Redis, 20 % of each of three.
+        assert_eq!(redis_busy(&cache, &pods, 1), Some(600));
+        assert_eq!(redis_busy(&cache, &pods, 3), Some(200));
+        assert_eq!(redis_busy(&SampleCache::new(), &pods, 3), None);
+    }
 
     #[test]
     fn a_deployment_with_pods_not_yet_updated_is_rolling_out() {

@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::crd::TelemetryPipeline;
+use crate::redis_cluster::{Health, Plan};
 
 /// The spec field that names an external Redis' password Secret.
 pub const EXTERNAL_PASSWORD_FIELD: &str = "spec.redis.external.passwordSecretRef";
@@ -122,6 +123,28 @@ pub struct Observed {
     pub secrets: Vec<(SecretRef, SecretState)>,
     /// A permanent problem met while applying, if any.
     pub problem: Option<Problem>,
+    /// The managed Redis Cluster, for a sharded pipeline, as this pass's
+    /// round found it.
+    pub redis_cluster: Option<ClusterObservation>,
+}
+
+/// What a reconcile pass found of a managed Redis Cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClusterObservation {
+    /// Not every pod runs with an address yet, so no round was run.
+    PodsStarting {
+        /// Pods with an address.
+        running: usize,
+        /// Pods the StatefulSet is to have.
+        wanted: usize,
+    },
+    /// A round ran: the cluster at its start, what it planned, and the error
+    /// of the step that failed, if one did.
+    Round {
+        health: Health,
+        plan: Plan,
+        error: Option<String>,
+    },
 }
 
 /// The problem a missing Secret or key is, if any: the pods that read it
@@ -186,6 +209,7 @@ mod tests {
             ingest_pods: vec![stuck],
             secrets: vec![(secret[0].clone(), SecretState::Missing)],
             problem: None,
+            redis_cluster: None,
         };
         let s = compute(&tp, &observed, at(105));
         for t in [READY, DEGRADED] {

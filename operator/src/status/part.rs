@@ -6,8 +6,11 @@
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 
 use super::conditions::{Cond, INGEST_READY, READY, REDIS_READY};
+use super::observed::ClusterObservation;
 use super::pod::{PodHealth, first_failure, first_starting};
 use crate::crd::TelemetryPipeline;
+use crate::crd::redis::RedisClusterStatus;
+use crate::redis_cluster::Plan;
 use crate::resources::{Names, RedisConnection};
 
 /// Where one part of the pipeline (Redis or ingest) stands.
@@ -125,6 +128,100 @@ pub(super) fn redis_part(
         );
     }
     part
+}
+
+/// A managed Redis Cluster's part: the StatefulSet's `part` (its pods), then
+/// whether the cluster serves every slot, and what the operator is doing to
+/// it. Ready while every slot is served and every node says ok, resharding
+/// included (ingest keeps serving then); Progressing until converged;
+/// Degraded when the operator is blocked.
+pub(super) fn cluster_part(
+    tp: &TelemetryPipeline,
+    mut part: Part,
+    observed: Option<&ClusterObservation>,
+) -> (Part, RedisClusterStatus) {
+    let wanted = tp.spec.redis.managed().map_or(0, |m| m.shards);
+    let mut status = RedisClusterStatus {
+        phase: "Forming".into(),
+        ..RedisClusterStatus::default()
+    };
+    let (ready, progress) = match observed {
+        None => {
+            status.message = "no round run yet".into();
+            (false, Some(("ClusterForming", status.message.clone())))
+        }
+        Some(ClusterObservation::PodsStarting { running, wanted }) => {
+            status.message =
+                format!("{running} of {wanted} Redis pods running; the cluster forms once all are");
+            (false, Some(("ClusterForming", status.message.clone())))
+        }
+        Some(ClusterObservation::Round {
+            health,
+            plan,
+            error,
+        }) => {
+            status.shards = i32::try_from(health.shards).unwrap_or(i32::MAX);
+            status.slots_served = i32::try_from(health.slots_served).unwrap_or(i32::MAX);
+            status.slots_migrating = i32::try_from(health.open_slots).unwrap_or(i32::MAX);
+            let serving = health.slots_served == usize::from(crate::redis_cluster::SLOTS)
+                && health.states.iter().all(|s| s.as_deref() == Some("ok"));
+            let formed = health.slots_assigned == usize::from(crate::redis_cluster::SLOTS);
+            let growing = formed && (health.shards < health.shards_wanted || health.open_slots > 0);
+            let (phase, doing): (&str, Option<String>) = match plan {
+                Plan::Converged => ("Converged", None),
+                Plan::Blocked(why) => {
+                    if part.failure.is_none() {
+                        part.failure = Some(("ClusterBlocked", why.clone()));
+                    }
+                    ("Blocked", None)
+                }
+                Plan::Wait(why) => ("Waiting", Some(format!("waiting: {why}"))),
+                Plan::Steps(steps) if growing => (
+                    "Resharding",
+                    Some(format!(
+                        "resharding to {wanted} shards: {} steps this round",
+                        steps.len()
+                    )),
+                ),
+                Plan::Steps(steps) if formed => (
+                    "Repairing",
+                    Some(format!("{} steps this round", steps.len())),
+                ),
+                Plan::Steps(_) => ("Forming", Some("forming the cluster".into())),
+            };
+            status.phase = phase.into();
+            status.message = health.message.clone();
+            let mut doing = doing;
+            if let Some(error) = error {
+                let note = format!("the last step failed, retrying: {error}");
+                status.message = format!("{}; {note}", status.message);
+                doing = Some(doing.map_or(note.clone(), |d| format!("{d}; {note}")));
+            }
+            let reason = match phase {
+                "Resharding" => "Resharding",
+                "Forming" => "ClusterForming",
+                _ => "ClusterConverging",
+            };
+            (
+                serving,
+                doing.map(|d| (reason, format!("{}: {d}", health.message))),
+            )
+        }
+    };
+    if part.ready.status {
+        let message = format!(
+            "Redis Cluster of StatefulSet {}: {}",
+            Names::of(tp).redis,
+            status.message
+        );
+        part.ready = match (ready, status.phase.as_str()) {
+            (true, _) => Cond::new(REDIS_READY, true, "ClusterServing", message),
+            (false, "Forming") => Cond::new(REDIS_READY, false, "ClusterForming", message),
+            (false, _) => Cond::new(REDIS_READY, false, "ClusterNotServing", message),
+        };
+    }
+    part.progress = part.progress.or(progress);
+    (part, status)
 }
 
 pub(super) fn ingest_part(

@@ -15,6 +15,7 @@ mod leader;
 mod monitoring;
 mod network;
 mod rotation;
+mod sharding;
 mod support;
 mod tls;
 
