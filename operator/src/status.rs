@@ -262,6 +262,29 @@ mod tests {
         }
 
         #[test]
+        fn with_replicas_a_primary_without_one_is_not_serving() {
+            let tp = TelemetryPipeline::test().with_shards(4, 1);
+            let status = |replicas: Vec<usize>| {
+                let observed = Observed {
+                    redis_cluster: Some(ClusterObservation::Round {
+                        health: Health {
+                            replicas,
+                            ..health(4, 16384, 0)
+                        },
+                        plan: Plan::Converged,
+                        error: None,
+                    }),
+                    ..healthy()
+                };
+                compute(&tp, &observed, at(100))
+            };
+            let s = status(vec![1, 1, 0, 1]);
+            assert_eq!(state(&s, REDIS_READY), ("False", "ClusterNotServing"));
+            let s = status(vec![1; 4]);
+            assert_eq!(state(&s, REDIS_READY), ("True", "ClusterServing"));
+        }
+
+        #[test]
         fn a_single_redis_has_no_cluster_status() {
             let s = compute(&TelemetryPipeline::test(), &healthy(), at(100));
             assert_eq!(s.redis_cluster, None);

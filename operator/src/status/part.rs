@@ -132,8 +132,9 @@ pub(super) fn redis_part(
 
 /// A managed Redis Cluster's part: the StatefulSet's `part` (its pods), then
 /// whether the cluster serves every slot, and what the operator is doing to
-/// it. Ready while every slot is served and every node says ok, resharding
-/// included (ingest keeps serving then); Progressing until converged;
+/// it. Ready while every slot is served, every node says ok and (with
+/// replicas) every primary has one, resharding included (ingest keeps
+/// serving then); Progressing until converged;
 /// Degraded when the operator is blocked.
 pub(super) fn cluster_part(
     tp: &TelemetryPipeline,
@@ -163,8 +164,17 @@ pub(super) fn cluster_part(
             status.shards = i32::try_from(health.shards).unwrap_or(i32::MAX);
             status.slots_served = i32::try_from(health.slots_served).unwrap_or(i32::MAX);
             status.slots_migrating = i32::try_from(health.open_slots).unwrap_or(i32::MAX);
+            // With replicas, a flush waits for one (WAIT 1): a primary
+            // without one takes no events, so it does not count as serving.
+            let need = usize::from(
+                tp.spec
+                    .redis
+                    .managed()
+                    .is_some_and(|m| m.replicas_per_shard > 0),
+            );
             let serving = health.slots_served == usize::from(crate::redis_cluster::SLOTS)
-                && health.states.iter().all(|s| s.as_deref() == Some("ok"));
+                && health.states.iter().all(|s| s.as_deref() == Some("ok"))
+                && health.replicas.iter().all(|&r| r >= need);
             let formed = health.slots_assigned == usize::from(crate::redis_cluster::SLOTS);
             let growing = formed && (health.shards < health.shards_wanted || health.open_slots > 0);
             let (phase, doing): (&str, Option<String>) = match plan {

@@ -107,7 +107,8 @@ async fn sharded_pipeline_forms_a_covered_cluster_serves_and_grows_a_shard_under
         .apply_and_wait_ready("pipeline-sharded.yaml", name)
         .await?;
 
-    // Ready means formed and covered: the status and every node say so.
+    // Ready means formed and covered, a replica for every primary; then
+    // the round finds nothing left to do, and every node agrees.
     let cluster = tp
         .status
         .clone()
@@ -119,6 +120,16 @@ async fn sharded_pipeline_forms_a_covered_cluster_serves_and_grows_a_shard_under
         (3, 16384),
         "{cluster:?}"
     );
+    assert!(cluster.message.contains("1 replica each"), "{cluster:?}");
+    let api = world.api::<TelemetryPipeline>();
+    wait_for("the cluster converged", CLUSTER_TIMEOUT, || {
+        let api = api.clone();
+        async move {
+            let c = api.get(name).await.ok()?.status?.redis_cluster?;
+            (c.phase == "Converged").then_some(())
+        }
+    })
+    .await?;
     let password = world.api::<Secret>().get(&format!("{name}-redis")).await?;
     let password = String::from_utf8(password.data.unwrap()["password"].0.clone())?;
     let pods = redis_pods(&world, name).await?;
@@ -178,7 +189,6 @@ async fn sharded_pipeline_forms_a_covered_cluster_serves_and_grows_a_shard_under
             &Patch::Merge(json!({"spec": {"redis": {"managed": {"shards": 4}}}})),
         )
         .await?;
-    let api = world.api::<TelemetryPipeline>();
     let grown = wait_for("4 shards, converged", CLUSTER_TIMEOUT, || {
         let api = api.clone();
         async move {
