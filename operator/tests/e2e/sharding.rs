@@ -2,15 +2,17 @@
 //! primaries with a replica each become one Redis Cluster covering every
 //! slot, the pipeline turns Ready, events flow and queries answer; then
 //! `shards: 3 → 4` under load: the operator adds two pods, makes one a
-//! primary and moves slots to it while ingest keeps serving, and every
-//! acknowledged event is stored exactly once.
+//! primary and moves slots to it while ingest keeps serving; then a
+//! primary's pod deleted under load. Every acknowledged event is stored
+//! exactly once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 use telemetry_operator::TelemetryPipeline;
 use telemetry_testenv::wait_for;
@@ -80,6 +82,10 @@ async fn send(grpc: &str, n: u64) -> anyhow::Result<(u64, u64)> {
         "send",
         "--grpc",
         grpc,
+        // A shard whose primary is gone refuses its events (retryably)
+        // until a replica or the restarted pod serves them: about a minute.
+        "--retries",
+        "40",
         "--n",
         &n.to_string(),
         "--devices",
@@ -96,6 +102,59 @@ async fn send(grpc: &str, n: u64) -> anyhow::Result<(u64, u64)> {
     let field = |f: &str| summary[f].as_u64().unwrap_or(0);
     anyhow::ensure!(field("failed") == 0, "events never acknowledged: {summary}");
     Ok((field("sent"), field("accepted") + field("duplicates")))
+}
+
+/// A sender that keeps going, call after call, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<anyhow::Result<(u64, u64, u32)>>,
+}
+
+impl Load {
+    fn start(grpc: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let (stop, grpc) = (stop.clone(), grpc.to_string());
+            async move {
+                let (mut sent, mut acked, mut rounds) = (0, 0, 0);
+                while !stop.load(Ordering::SeqCst) || rounds < 2 {
+                    let (s, a) = send(&grpc, 10_000).await?;
+                    sent += s;
+                    acked += a;
+                    rounds += 1;
+                }
+                anyhow::Ok((sent, acked, rounds))
+            }
+        });
+        Load { stop, task }
+    }
+
+    /// Stops it; every event it sent must have been acknowledged.
+    async fn finish(self, what: &str) -> anyhow::Result<u64> {
+        self.stop.store(true, Ordering::SeqCst);
+        let (sent, acked, rounds) = self.task.await??;
+        assert_eq!(
+            acked, sent,
+            "every event of the {rounds} rounds acknowledged"
+        );
+        eprintln!("{rounds} rounds of 10 000 events {what}");
+        Ok(acked)
+    }
+}
+
+/// The pod whose node serves slots as a primary, by its own account.
+async fn a_primary(pods: &[Pod], password: &str) -> anyhow::Result<Pod> {
+    for pod in pods.iter().rev() {
+        let (_, nodes) = cluster_view(pod, password).await?;
+        let me = nodes
+            .lines()
+            .find(|l| l.contains("myself"))
+            .unwrap_or_default();
+        if me.contains("master") && me.split_whitespace().count() > 8 {
+            return Ok(pod.clone());
+        }
+    }
+    anyhow::bail!("no primary among the pods")
 }
 
 #[tokio::test]
@@ -166,20 +225,7 @@ async fn sharded_pipeline_forms_a_covered_cluster_serves_and_grows_a_shard_under
     }
 
     // 3 → 4 shards while a sender keeps going.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn({
-        let (stop, grpc) = (stop.clone(), grpc.clone());
-        async move {
-            let (mut sent, mut acked, mut rounds) = (0, 0, 0);
-            while !stop.load(Ordering::SeqCst) || rounds < 2 {
-                let (s, a) = send(&grpc, 10_000).await?;
-                sent += s;
-                acked += a;
-                rounds += 1;
-            }
-            anyhow::Ok((sent, acked, rounds))
-        }
-    });
+    let load = Load::start(&grpc);
     tokio::time::sleep(Duration::from_secs(2)).await;
     world
         .api::<TelemetryPipeline>()
@@ -198,13 +244,7 @@ async fn sharded_pipeline_forms_a_covered_cluster_serves_and_grows_a_shard_under
         }
     })
     .await?;
-    stop.store(true, Ordering::SeqCst);
-    let (sent, load_acked, rounds) = load.await??;
-    assert_eq!(
-        load_acked, sent,
-        "every event of the {rounds} rounds acknowledged"
-    );
-    eprintln!("{rounds} rounds of 10 000 events during the reshard");
+    let load_acked = load.finish("during the reshard").await?;
 
     let cluster = grown.status.clone().unwrap().redis_cluster.unwrap();
     assert_eq!(cluster.slots_served, 16384, "{cluster:?}");
@@ -229,9 +269,61 @@ async fn sharded_pipeline_forms_a_covered_cluster_serves_and_grows_a_shard_under
         "the new primary took over its share of the keys"
     );
 
+    // A primary's pod deleted under load: its replica takes over (or the
+    // pod, back with its nodes.conf and AOF, serves again); the operator
+    // brings the cluster back to 4 shards with a replica each.
+    let victim = a_primary(&pods, &password).await?;
+    let load = Load::start(&grpc);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    world
+        .api::<Pod>()
+        .delete(&victim.name_any(), &DeleteParams::default())
+        .await?;
+    let old_uid = victim.uid();
+    wait_for(
+        "the pod back and the cluster whole",
+        CLUSTER_TIMEOUT,
+        || {
+            let (api, pods, victim) = (api.clone(), world.api::<Pod>(), victim.name_any());
+            let old_uid = old_uid.clone();
+            async move {
+                let back = pods.get(&victim).await.ok()?;
+                if back.uid() == old_uid || back.status.as_ref()?.pod_ip.is_none() {
+                    return None;
+                }
+                let tp = api.get(name).await.ok()?;
+                let c = tp.status.clone()?.redis_cluster?;
+                let ready = tp.condition("Ready")?.status == "True";
+                (ready
+                    && c.shards == 4
+                    && c.phase == "Converged"
+                    && c.message.contains("1 replica each"))
+                .then_some(())
+            }
+        },
+    )
+    .await?;
+    let restart_acked = load
+        .finish(&format!("while {} restarted", victim.name_any()))
+        .await?;
+
+    for pod in &redis_pods(&world, name).await? {
+        let (info, nodes) = cluster_view(pod, &password).await?;
+        assert!(info.contains("cluster_state:ok"), "{info}");
+        assert_eq!(roles(&nodes), (4, 4), "{nodes}");
+        if pod.name_any() == victim.name_any() {
+            let me = nodes.lines().find(|l| l.contains("myself"));
+            eprintln!("{} after its restart: {me:?}", victim.name_any());
+        }
+    }
+
     // Every acknowledged event stored exactly once.
     let stored: u64 = device_counts(&http).await?.values().sum();
-    assert_eq!(stored, acked + load_acked, "acknowledged = stored");
+    assert_eq!(
+        stored,
+        acked + load_acked + restart_acked,
+        "acknowledged = stored"
+    );
 
     world.operator.unwrap().stop().await?;
     world.ns.cleanup().await
