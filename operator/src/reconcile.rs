@@ -41,7 +41,7 @@ mod prune;
 pub use prune::{DesiredNames, desired_names};
 
 use crate::config::Settings;
-use crate::crd::redis::PASSWORD_KEY;
+use crate::crd::redis::{ManagedRedis, PASSWORD_KEY};
 use crate::crd::{TelemetryPipeline, TelemetryPipelineStatus};
 use crate::metrics::Metrics;
 use crate::resources::{
@@ -157,7 +157,7 @@ async fn reconcile_pipeline(tp: &TelemetryPipeline, ctx: &Context) -> Result<Act
     let mut cluster_password = None;
     if let Some(managed) = tp.spec.redis.managed() {
         let password = ensure_password(tp, ctx, &ns).await?;
-        if managed.shards >= 2 {
+        if managed.is_cluster() {
             cluster_password = Some(password.clone());
         }
         let secret = apply(tp, ctx, redis::secret(tp, &password)).await?;
@@ -478,7 +478,7 @@ async fn observe(
     if let Err(error) = observe_pods_and_secrets(tp, ctx, &ns, &mut observed).await {
         warn!(%error, "could not read the pods or Secrets; the status goes without them");
     }
-    if let Some(managed) = tp.spec.redis.managed().filter(|m| m.shards >= 2)
+    if let Some(managed) = tp.spec.redis.managed().filter(ManagedRedis::is_cluster)
         && let Ok(Some(password)) = read_password(tp, ctx, &ns).await
     {
         let sts = Names::of(tp).redis;

@@ -89,7 +89,7 @@ impl RedisSpec {
     pub fn is_cluster(&self) -> bool {
         match &self.external {
             Some(ext) => ext.cluster,
-            None => self.managed().is_some_and(|m| m.shards >= 2),
+            None => self.managed().is_some_and(|m| m.is_cluster()),
         }
     }
 }
@@ -172,6 +172,14 @@ impl Default for ManagedRedis {
             config: Vec::new(),
             pod_disruption_budget: DisruptionBudget::default(),
         }
+    }
+}
+
+impl ManagedRedis {
+    /// Whether it is a Redis Cluster (2 or more shards) rather than a
+    /// single Redis.
+    pub fn is_cluster(&self) -> bool {
+        self.shards >= 2
     }
 }
 

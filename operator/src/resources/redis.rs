@@ -98,7 +98,7 @@ pub fn config_text(tp: &TelemetryPipeline, managed: &ManagedRedis) -> String {
         name = tp.name_any(),
         fsync = managed.appendfsync.as_str(),
     );
-    if managed.shards >= 2 {
+    if managed.is_cluster() {
         // nodes.conf sits beside the AOF, so a restarted pod keeps its node
         // identity. A shard that is down fails only its own slots' requests.
         text.push_str(&format!(
@@ -189,7 +189,7 @@ pub fn hash(text: &str) -> String {
 /// cluster (ordinal order is the operator's, not a role: a replica promoted
 /// by a failover keeps its pod).
 pub fn pods(managed: &ManagedRedis) -> i32 {
-    if managed.shards >= 2 {
+    if managed.is_cluster() {
         managed.shards * (1 + managed.replicas_per_shard)
     } else {
         1
@@ -213,7 +213,7 @@ pub fn stateful_set(tp: &TelemetryPipeline, managed: &ManagedRedis) -> StatefulS
         failure_threshold: Some(failures),
         ..Probe::default()
     };
-    let cluster = managed.shards >= 2;
+    let cluster = managed.is_cluster();
     let mut args = vec![
         format!("{CONFIG_DIR}/{CONFIG_KEY}"),
         "--dir".to_string(),

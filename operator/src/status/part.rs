@@ -166,12 +166,9 @@ pub(super) fn cluster_part(
             status.slots_migrating = i32::try_from(health.open_slots).unwrap_or(i32::MAX);
             // With replicas, a flush waits for one (WAIT 1): a primary
             // without one takes no events, so it does not count as serving.
-            let need = usize::from(
-                tp.spec
-                    .redis
-                    .managed()
-                    .is_some_and(|m| m.replicas_per_shard > 0),
-            );
+            let need = RedisConnection::of(tp)
+                .cluster
+                .map_or(0, |c| usize::try_from(c.wait_replicas).unwrap_or(0));
             let serving = health.slots_served == usize::from(crate::redis_cluster::SLOTS)
                 && health.states.iter().all(|s| s.as_deref() == Some("ok"))
                 && health.replicas.iter().all(|&r| r >= need);
